@@ -1,0 +1,25 @@
+"""`instantiate` for config nodes, keeping our one-line config errors visible.
+
+Hydra wraps every exception raised while building an object in an InstantiationException; a PaiConfigError
+(a bad dataset.num_classes, missing data, an unknown model.name, ...) is unwrapped so the user sees its message.
+"""
+
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+from pai.errors import PaiConfigError
+
+
+def build(node: Any, key: str, **kwargs: Any) -> Any:
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        while cause is not None:
+            if isinstance(cause, PaiConfigError):
+                raise cause from None
+            cause = cause.__cause__
+        # Anything else is a bad `_target_` or argument: say which config node it came from, in one line.
+        raise PaiConfigError(f"{key}: {' '.join(str(exc).split())}") from exc

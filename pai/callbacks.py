@@ -1,0 +1,188 @@
+"""Sweep bookkeeping: every job of a `-m` sweep leaves a record, and the launching command ends with a report.
+
+Hydra 1.3 hides failed jobs: under the basic launcher and under submitit every job runs, then the sweeper
+re-raises the *first* failure only, and the jobs' own logs (under `.submitit/` on SLURM) are the only trace of
+the others. pai does better:
+
+- `launch.py` catches a run's exception in MULTIRUN mode (the run's results.json already says `failed`), so
+  the sweep goes on, and calls `record_job`, which writes `pai_job.json` in the Hydra job directory
+  (`${hydra.sweep.dir}/<job num>/`, on the submitting machine's file system for SLURM jobs too).
+- `SweepReport` (registered in `conf/config.yaml` under `hydra.callbacks`) reads those records when the sweep
+  ends, logs one line per failed run (its overrides, run directory, error and log file) and exits with
+  status 1 when any run failed. If the launcher itself gives up (e.g. a SLURM job killed without a result), the
+  same report is printed at exit, listing the jobs that left no record.
+
+The run directories live under `${out_root}/runs/`, not in the sweep directory; a record names its run's.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("pai.sweep")
+
+RECORD = "pai_job.json"
+FAILED = ("failed", "interrupted")
+
+
+def record_job(cfg: DictConfig | None, status: str, run_dir: str | None = None, **fields: Any) -> Path | None:
+    """Write this job's outcome into its Hydra job directory; a no-op outside a Hydra sweep job."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    if run_dir is None and cfg is not None:
+        run_dir = _run_dir(cfg)
+    record = {
+        "job_num": hc.job.num,
+        "overrides": list(hc.overrides.task),
+        "status": status,
+        "run_dir": run_dir,
+        "log_file": str(Path(hc.runtime.output_dir) / f"{hc.job.name}.log"),
+        "host": socket.gethostname(),
+        "slurm_job_id": _slurm_job_id(),
+        "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", 0) or 0),
+        "ended_at": time.time(),
+        **fields,
+    }
+    path = Path(hc.runtime.output_dir) / RECORD
+    _atomic_write_json(path, record)
+    return path
+
+
+def _run_dir(cfg: DictConfig) -> str | None:
+    """The run directory of a config, or None when the config is too broken to name one."""
+    try:
+        from hydra.utils import instantiate
+
+        from pai.results import run_paths
+
+        return str(run_paths(cfg, instantiate(cfg.pruner)).dir)
+    except Exception:
+        return None
+
+
+def _slurm_job_id() -> str | None:
+    array_id, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_id and task:
+        return f"{array_id}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def _atomic_write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+def read_records(sweep_dir: str | Path) -> tuple[list[dict], list[Path]]:
+    """The job records under a sweep directory, and the job directories that have none (killed/running)."""
+    sweep_dir = Path(sweep_dir)
+    records, missing = [], []
+    if not sweep_dir.is_dir():
+        return records, missing
+    for hydra_dir in sorted(sweep_dir.rglob(".hydra")):
+        job_dir = hydra_dir.parent
+        if ".submitit" in job_dir.parts:
+            continue
+        try:
+            records.append(json.loads((job_dir / RECORD).read_text()))
+        except (FileNotFoundError, json.JSONDecodeError):
+            missing.append(job_dir)
+    records.sort(key=lambda r: (r.get("job_num") is None, r.get("job_num")))
+    return records, missing
+
+
+def summarize(sweep_dir: str | Path) -> tuple[list[str], int]:
+    """The report's lines and the number of failed jobs (failed runs + jobs that left no record)."""
+    records, missing = read_records(sweep_dir)
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    total = len(records) + len(missing)
+    parts = [f"{n} {s}" for s, n in sorted(counts.items())] + ([f"{len(missing)} without record"] if missing
+                                                                else [])
+    lines = [f"sweep {sweep_dir}: {total} job(s): " + (", ".join(parts) or "none")]
+    failed = [r for r in records if r["status"] in FAILED]
+    varying = _varying_overrides(records)
+    for r in failed:
+        shown = [o for o in r.get("overrides", []) if o in varying] or r.get("overrides", [])
+        lines += [
+            f"FAILED #{r.get('job_num')}: {' '.join(shown)}",
+            f"    error:   {r.get('error')}",
+            f"    run dir: {r.get('run_dir') or '(none: the config failed before the run started)'}",
+            f"    log:     {r.get('log_file')}",
+        ]
+    for job_dir in missing:
+        lines.append(f"NO RECORD: job dir {job_dir} (the job was killed, or is still running)")
+    if failed or missing:
+        lines.append("Fix the cause and relaunch the same command: finished runs are skipped, failed ones rerun, "
+                     "interrupted ones resume from their last.pt.")
+    return lines, len(failed) + len(missing)
+
+
+def _varying_overrides(records: list[dict]) -> set[str]:
+    """Overrides that are not shared by every job: the sweep's own parameters."""
+    if len(records) < 2:
+        return set()
+    sets = [set(r.get("overrides", [])) for r in records]
+    return set.union(*sets) - set.intersection(*sets)
+
+
+class SweepReport(Callback):
+    """Lists failed runs when a `-m` sweep ends and makes the launching command exit with status 1."""
+
+    def __init__(self, exit_on_failure: bool = True) -> None:
+        self.exit_on_failure = exit_on_failure
+        self._sweep_dir: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._sweep_dir = str(config.hydra.sweep.dir)
+        # A relaunch into the same sweep directory must not report the previous launch's jobs.
+        for path in Path(self._sweep_dir).glob(f"**/{RECORD}"):
+            path.unlink(missing_ok=True)
+        atexit.register(self._report_at_exit)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        # launch.py records its own jobs; this catches an exception that escaped the task function.
+        from hydra.core.utils import JobStatus
+
+        if job_return.status == JobStatus.FAILED:
+            out = OmegaConf.select(config, "hydra.runtime.output_dir")
+            if out and not (Path(out) / RECORD).exists():
+                exc = job_return._return_value
+                record_job(config, "failed", error=f"{type(exc).__name__}: {exc}")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        atexit.unregister(self._report_at_exit)
+        lines, failed = summarize(config.hydra.sweep.dir)
+        for line in lines:
+            (log.error if failed else log.info)("%s", line)
+        if failed and self.exit_on_failure:
+            raise SystemExit(1)
+
+    def _report_at_exit(self) -> None:
+        """The launcher or sweeper raised (Hydra prints that error and exits 1): still list what we know."""
+        if self._sweep_dir is None:
+            return
+        lines, _ = summarize(self._sweep_dir)
+        log.error("the sweep did not finish normally (see the error above); what its jobs recorded:")
+        for line in lines:
+            log.error("%s", line)

@@ -1,0 +1,2 @@
+class PaiConfigError(Exception):
+    """A bad config value; the message names the key."""

@@ -1,0 +1,58 @@
+"""CLI: `python -m pai.report RUNS_DIR ...` (see `pai.report` for the options and outputs)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pai.report.build import build_report
+from pai.report.load import ReportError
+
+PROG = "python -m pai.report"
+
+
+def _sparsity(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1)")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=PROG, description="Tables and plots from a directory of pai runs.")
+    p.add_argument("runs_dir", metavar="RUNS_DIR", help="directory searched recursively for results.json")
+    p.add_argument("--out", default=None, help="output directory (default: RUNS_DIR/report)")
+    p.add_argument("--sparsity", type=_sparsity, default=None,
+                   help="sparsity of the per-layer density plot (default: the highest one present)")
+    p.add_argument("--wandb", action="store_true", help="also log tables and plots to one W&B run")
+    p.add_argument("--wandb-mode", choices=["offline", "online"], default=None,
+                   help="W&B mode (default: $WANDB_MODE, else offline)")
+    p.add_argument("--project", default="pai", help="W&B project (default: pai)")
+    p.add_argument("--group", default=None, help="W&B group (default: the runs' wandb_group)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        report = build_report(args.runs_dir, args.out, args.sparsity)
+    except ReportError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. an unwritable --out
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    print(report["markdown"])
+    for note in report["notes"]:
+        print(f"{PROG}: warning: {note}", file=sys.stderr)
+    print(f"{PROG}: wrote {report['out_dir']}", file=sys.stderr)
+    if args.wandb:
+        from pai.report.wandb_export import log_report
+
+        run_dir = log_report(report, project=args.project, group=args.group, mode=args.wandb_mode)
+        print(f"{PROG}: W&B run in {run_dir}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""`build_report`: load runs → tables (md/csv) → plots (png) → report.md, all under one output directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pai.report import plots
+from pai.report.load import ReportError, load_runs
+from pai.report.tables import GROUP_KEYS, STD_DDOF, group_name, summarize, to_markdown
+
+LEGEND = (
+    f"Cells: mean ± std (ddof={STD_DDOF}, \"—\" for one seed) of final test accuracy in % over seeds, (n) = "
+    "number of seeds. **Bold** = best pruned mean of the column. `none` = dense baseline, the same value in "
+    "every column. Blank = no finished run."
+)
+
+
+def default_out_dir(runs_dir: str | Path) -> Path:
+    """`RUNS_DIR/report`: next to the data it summarises, and never picked up as a run (no results.json)."""
+    return Path(runs_dir) / "report"
+
+
+def _title(key: tuple) -> str:
+    dataset, model, scope, warm = key
+    return f"{dataset} / {model} / {scope} / bn_warmup={'on' if warm else 'off'}"
+
+
+def _duplicate_note(done: pd.DataFrame) -> str | None:
+    # Different configs in one cell usually mean a pruner knob was varied without a `label`: they would be
+    # averaged as if they were seeds of one experiment.
+    cell = GROUP_KEYS + ["criterion", "sparsity", "seed"]
+    pruned = done[done["pruner"] != "none"]
+    hashes = pruned.groupby(cell, dropna=False)["config_hash"].nunique()
+    clash = hashes[hashes > 1]
+    if clash.empty:
+        return None
+    where = ", ".join(f"{k[4]}@{k[5]:g} seed {k[6]}" for k in clash.index[:5])
+    return (f"{len(clash)} cell(s) hold runs with different config_hash for the same seed ({where}); they are "
+            "averaged per seed — give varied pruner knobs a `label`")
+
+
+def _listing(frame: pd.DataFrame, title: str, runs_dir: Path) -> str:
+    if frame.empty:
+        return ""
+    shown = frame.assign(path=[_relative(p, runs_dir) for p in frame["path"]])
+    return f"\n## {title} ({len(frame)})\n\n{shown.to_markdown(index=False)}\n"
+
+
+def _relative(path: str, runs_dir: Path) -> str:
+    try:
+        return str(Path(path).relative_to(runs_dir))
+    except ValueError:
+        return path
+
+
+def build_report(runs_dir: str | Path, out_dir: str | Path | None = None,
+                 sparsity: float | None = None) -> dict[str, Any]:
+    """Write tables, plots and report.md for every results.json below `runs_dir`.
+
+    `sparsity` picks the level of the per-layer density plot (default: the highest level of each group).
+    Returns {"runs", "summary", "failed", "unreadable": DataFrames, "markdown": str, "runs_dir", "out_dir",
+    "report_md", "summary_csv", "runs_csv": Path, "tables": {group: {"md", "csv"}}, "plots": {group: {kind:
+    Path}}, "notes": [str]}. Raises ReportError when there is nothing to report on.
+    """
+    runs, unreadable = load_runs(runs_dir)
+    done = runs[runs["status"] == "done"].reset_index(drop=True)
+    failed = runs.loc[runs["status"] != "done", ["path", "status", "error"]].reset_index(drop=True)
+    if done.empty:
+        raise ReportError(f"no finished run below {str(runs_dir)!r}: {len(failed)} not done, "
+                          f"{len(unreadable)} unreadable results.json")
+    out = Path(out_dir) if out_dir is not None else default_out_dir(runs_dir)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    summary = summarize(done)
+    notes = [n for n in [_duplicate_note(done)] if n]
+    tables: dict[str, dict[str, Path]] = {}
+    figures: dict[str, dict[str, Path]] = {}
+    sections = [f"# pai report: {runs_dir}\n\n{LEGEND}\n"]
+    for key, group in summary.groupby(GROUP_KEYS, sort=True):
+        name = group_name(key)
+        group = group.reset_index(drop=True)
+        md = to_markdown(group)
+        sections.append(f"\n## {_title(key)}\n\n{md}\n")
+        paths = {"md": out / "tables" / f"{name}.md", "csv": out / "tables" / f"{name}.csv"}
+        paths["md"].write_text(f"# {_title(key)}\n\n{LEGEND}\n\n{md}\n")
+        group.to_csv(paths["csv"], index=False)
+        tables[name] = paths
+        figures[name] = _plots(done, group, key, name, out / "plots", sparsity, notes)
+    sections.append(_listing(failed, "Runs not done (left out of the tables)", Path(runs_dir)))
+    sections.append(_listing(unreadable, "Unreadable results.json (left out)", Path(runs_dir)))
+    markdown = "".join(sections)
+    report_md = out / "report.md"
+    report_md.write_text(markdown)
+    summary_csv = out / "summary.csv"
+    summary.to_csv(summary_csv, index=False)
+    runs_csv = out / "runs.csv"
+    runs.drop(columns=["layer_density", "history", "collapsed_layers"]).to_csv(runs_csv, index=False)
+    return {"runs": runs, "summary": summary, "failed": failed, "unreadable": unreadable, "markdown": markdown,
+            "runs_dir": Path(runs_dir), "out_dir": out, "report_md": report_md, "summary_csv": summary_csv,
+            "runs_csv": runs_csv, "tables": tables, "plots": figures, "notes": notes}
+
+
+def _plots(done: pd.DataFrame, summary: pd.DataFrame, key: tuple, name: str, out: Path,
+           sparsity: float | None, notes: list[str]) -> dict[str, Path]:
+    runs = done[(done[GROUP_KEYS] == pd.Series(dict(zip(GROUP_KEYS, key, strict=True)))).all(axis=1)]
+    title = _title(key)
+    written = {"accuracy": plots.save(plots.accuracy_figure(summary, title), out / f"{name}_accuracy.png")}
+    levels = sorted(runs.loc[runs["pruner"] != "none", "sparsity"].unique())
+    level = sparsity if sparsity is not None else (levels[-1] if levels else None)
+    if level is not None:
+        fig = plots.density_figure(runs, level, title)
+        if fig is None:
+            notes.append(f"{title}: no pruned run at sparsity {level:g} (present: "
+                         f"{', '.join(f'{s:g}' for s in levels) or 'none'}); density plot skipped")
+        else:
+            written["density"] = plots.save(fig, out / f"{name}_density_sp{level:g}.png")
+    fig = plots.score_time_figure(runs, title)
+    if fig is not None:
+        written["score_time"] = plots.save(fig, out / f"{name}_score_time.png")
+    return written
+

@@ -1,0 +1,131 @@
+"""Report figures. Built on `matplotlib.figure.Figure` (Agg canvas), never pyplot: no global figure state,
+no GUI backend, safe to call from tests and from a headless cluster node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from pai.report.tables import CRITERION_ORDER, DENSE, criterion_order, sparsity_label
+
+COLLAPSED_LABEL = "collapsed (≥1 seed)"
+
+
+def _colors(names: list[str]) -> dict[str, tuple]:
+    """A fixed colour per known criterion, so a criterion keeps its colour across every figure."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    slots = list(range(0, 20, 2)) + list(range(1, 20, 2))  # tab20's strong colours first, then the pale ones
+    known = [n for n in names if n in CRITERION_ORDER]
+    others = [n for n in names if n not in CRITERION_ORDER]
+    out = {n: cmap(slots[(CRITERION_ORDER.index(n) - 1) % 20]) for n in known}
+    out.update({n: cmap(slots[(len(CRITERION_ORDER) - 1 + i) % 20]) for i, n in enumerate(others)})
+    return out
+
+
+def accuracy_figure(summary: pd.DataFrame, title: str) -> Figure:
+    """Test accuracy (%) vs sparsity, one line per criterion with ±std error bars; dense as a horizontal line.
+
+    Sparsity levels are equally spaced (0.8, 0.9, 0.95, 0.98, 0.99 would crowd a linear axis).
+    """
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    levels = sorted(summary["sparsity"].dropna().unique())
+    pos = {s: i for i, s in enumerate(levels)}
+    names = criterion_order(summary)
+    colors = _colors(names)
+    for name in names:
+        rows = summary[summary["criterion"] == name]
+        if rows["pruner"].iloc[0] == DENSE:
+            mean, std = rows["mean"].iloc[0], rows["std"].fillna(0.0).iloc[0]
+            ax.axhline(mean, color="black", ls="--", lw=1, label=f"dense ({mean:.2f})")
+            if std > 0:
+                ax.axhspan(mean - std, mean + std, color="black", alpha=0.08, lw=0)
+            continue
+        rows = rows.sort_values("sparsity")
+        ax.errorbar([pos[s] for s in rows["sparsity"]], rows["mean"], yerr=rows["std"].fillna(0.0),
+                    marker="o", ms=4, capsize=3, label=name, color=colors[name])
+    ax.set_xticks(range(len(levels)), [sparsity_label(s) for s in levels])
+    ax.set_xlabel("sparsity")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncols=2)
+    return fig
+
+
+def density_figure(runs: pd.DataFrame, sparsity: float, title: str) -> Figure | None:
+    """Kept fraction per prunable layer (network order) for each criterion at one sparsity, mean over seeds.
+
+    A layer fully pruned in at least one seed is marked with a red x (at its mean density). None when no
+    pruned run of `runs` has that sparsity.
+    """
+    at = runs[np.isclose(runs["sparsity"], sparsity) & (runs["pruner"] != DENSE)]
+    if at.empty:
+        return None
+    layers: list[str] = []
+    for density in at["layer_density"]:  # union in first-seen order = network order
+        layers.extend(k for k in density if k not in layers)
+    idx = {name: i for i, name in enumerate(layers)}
+    fig = Figure(figsize=(max(7.0, 0.22 * len(layers) + 2), 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    names = criterion_order(at)
+    colors = _colors(names)
+    marked = False
+    for name in names:
+        rows = at[at["criterion"] == name]
+        table = pd.DataFrame(list(rows["layer_density"])).reindex(columns=layers)
+        mean = table.mean(axis=0).to_numpy()
+        ax.plot(range(len(layers)), mean, marker=".", lw=1, label=name, color=colors[name])
+        collapsed = set().union(*rows["collapsed_layers"]) | set(table.columns[(table == 0).any(axis=0)])
+        xs = sorted(idx[c] for c in collapsed if c in idx)
+        if xs:
+            ax.plot(xs, mean[xs], ls="none", marker="x", ms=9, mew=2, color="red", clip_on=False, zorder=5,
+                    label=None if marked else COLLAPSED_LABEL)
+            marked = True
+    ax.axhline(1.0 - sparsity, color="gray", ls=":", lw=1, label=f"uniform ({1.0 - sparsity:.3g})")
+    short = [n.removesuffix(".weight") for n in layers]
+    ax.set_xticks(range(len(layers)), short, rotation=90, fontsize=6)
+    # Log-like axis (densities at high sparsity span decades) that still shows 0 = collapsed, linear below 1e-3.
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_ylim(0.0, 1.2)
+    ax.set_xlabel("layer (network order)")
+    ax.set_ylabel("remaining density")
+    ax.set_title(f"{title} — sparsity {sparsity:g}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncols=2)
+    return fig
+
+
+def score_time_figure(runs: pd.DataFrame, title: str) -> Figure | None:
+    """Mean scoring time per criterion (bars, ±std over runs); None when no pruned run reports one.
+
+    Runs that report `score_cached: true` (scores loaded from the cache) are left out of the mean.
+    """
+    d = runs[(runs["pruner"] != DENSE) & runs["score_seconds"].notna()]
+    if "score_cached" in d:
+        d = d[d["score_cached"] != True]  # noqa: E712 — the column may hold None/NaN as well as bools
+    if d.empty:
+        return None
+    names = criterion_order(d)
+    stats = d.groupby("criterion")["score_seconds"].agg(["mean", "std", "count"]).reindex(names)
+    fig = Figure(figsize=(max(6.0, 0.6 * len(names) + 2), 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    colors = _colors(names)
+    ax.bar(range(len(names)), stats["mean"], yerr=stats["std"].fillna(0.0), capsize=3,
+           color=[colors[n] for n in names])
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_ylabel("scoring time (s, mean over runs)")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path

@@ -1,0 +1,95 @@
+"""Where a run lives on disk and its results.json.
+
+A run's directory is derived from a hash of its resolved config (without the keys that do not change the
+experiment: logger, output/data roots, device, caching), so relaunching a sweep finds its own runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from pai.pruning.criteria.base import Criterion
+from pai.train.checkpoint import load_checkpoint
+
+NOT_HASHED = ("logger", "out_root", "data_root", "device", "experiment_name")
+
+
+def config_hash(cfg: DictConfig, criterion: Criterion) -> str:
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for key in NOT_HASHED:
+        resolved.pop(key, None)
+    resolved.get("prune", {}).pop("cache", None)
+    if not criterion.prunes:  # the dense baseline is one run whatever sparsity a sweep asks for
+        resolved.pop("sparsity", None)
+        resolved.pop("prune", None)
+    blob = json.dumps(resolved, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def model_name(cfg: DictConfig) -> str:
+    return str(cfg.model.get("name") or cfg.model["_target_"].rsplit(".", 1)[-1])
+
+
+@dataclass
+class RunPaths:
+    dir: Path
+    name: str
+    hash: str
+    group: str
+
+    @property
+    def results(self) -> Path:
+        return self.dir / "results.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.dir / "last.pt"
+
+    def checkpoint_state(self) -> dict | None:
+        return load_checkpoint(self.checkpoint)
+
+    def identity(self, cfg: DictConfig, criterion: Criterion) -> dict:
+        return {
+            "config_hash": self.hash,
+            "run_dir": str(self.dir),
+            "run_name": self.name,
+            "wandb_group": self.group,
+            "dataset": cfg.dataset.name,
+            "model": model_name(cfg),
+            "pruner": criterion.name,
+            "seed": cfg.seed,
+            "scope": cfg.prune.scope,
+            "bn_warmup": bool(cfg.prune.bn_warmup) and criterion.prunes,
+        }
+
+
+def run_paths(cfg: DictConfig, criterion: Criterion) -> RunPaths:
+    h = config_hash(cfg, criterion)
+    sp = f"sp{cfg.sparsity:g}" if criterion.prunes else "dense"
+    rel = Path(f"{cfg.dataset.name}-{model_name(cfg)}") / criterion.name / sp / f"seed{cfg.seed}-{h[:8]}"
+    group = cfg.get("experiment_name") or f"{cfg.dataset.name}-{model_name(cfg)}"
+    return RunPaths(dir=Path(cfg.out_root) / "runs" / rel, name=str(rel).replace(os.sep, "/"), hash=h,
+                    group=str(group))
+
+
+def write_results(path: Path, results: dict) -> None:
+    """Atomic write (temp file + rename): a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(results, f, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+def read_results(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None

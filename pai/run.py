@@ -1,0 +1,114 @@
+"""One run: seed → data → model → [BN warmup] → score → mask → masked training → test → results.json."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import traceback
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pai.build import build
+from pai.data import build_dataset
+from pai.device import resolve_device
+from pai.errors import PaiConfigError
+from pai.pruning.criteria.base import Criterion
+from pai.pruning.masks import (
+    achieved_sparsity,
+    apply_masks,
+    check_sparsity,
+    collapsed_layers,
+    layer_density,
+    prunable_weights,
+)
+from pai.pruning.pipeline import score_and_mask
+from pai.results import RunPaths, read_results, run_paths, write_results
+from pai.seeding import seed_everything
+from pai.train.loop import train
+from pai.train.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+
+def build_model(cfg: DictConfig, data) -> torch.nn.Module:
+    model = build(cfg.model, "model")
+    model.eval()
+    with torch.no_grad():
+        x, _ = next(iter(data.test_batches(2, torch.device("cpu"))))
+        out = model(x)
+    if out.shape[-1] != data.num_classes:
+        raise PaiConfigError(
+            f"model.num_classes: the model has {out.shape[-1]} outputs but dataset={data.name} has "
+            f"{data.num_classes} classes"
+        )
+    return model
+
+
+def run(cfg: DictConfig) -> dict:
+    """Carry one configuration from data to results; a finished run is skipped, an interrupted one resumes."""
+    criterion: Criterion = build(cfg.pruner, "pruner")
+    sparsity = check_sparsity(cfg.sparsity) if criterion.prunes else 0.0
+    device = resolve_device(cfg.device)
+    paths = run_paths(cfg, criterion)
+    previous = read_results(paths.results)
+    if previous and previous.get("status") == "done":
+        log.info("skipping finished run %s (test_acc %.4f)", paths.dir, previous["test_acc"])
+        return {**previous, "skipped": True}
+    tracker = build(cfg.logger, "logger")
+    results = {**paths.identity(cfg, criterion), "sparsity": cfg.sparsity, "status": "running"}
+    failed = True
+    try:
+        tracker.start(name=paths.name, config=OmegaConf.to_container(cfg, resolve=True), group=paths.group,
+                      job_type=criterion.name)
+        results.update(_pipeline(cfg, criterion, sparsity, device, paths, tracker))
+        results["status"] = "done"
+        write_results(paths.results, results)
+        tracker.summary(results)
+        failed = False
+        return results
+    except BaseException as exc:
+        # SystemExit/KeyboardInterrupt: preempted or stopped (submitit exits after requeueing); the rerun resumes
+        status = "failed" if isinstance(exc, Exception) else "interrupted"
+        results.update(status=status, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        write_results(paths.results, results)
+        with contextlib.suppress(Exception):
+            tracker.summary(results)
+        raise
+    finally:
+        tracker.finish(failed=failed)
+
+
+def _pipeline(cfg, criterion: Criterion, sparsity: float, device, paths: RunPaths, tracker) -> dict:
+    seed_everything(cfg.seed)
+    data = build_dataset(cfg.dataset)
+    recipe: Recipe = build(cfg.train, "train")
+    model = build_model(cfg, data).to(device)
+    names = list(prunable_weights(model, cfg.prune.prune_classifier))
+    info: dict = {"warmup_seconds": 0.0, "score_seconds": 0.0, "num_prunable": sum(
+        p.numel() for p in prunable_weights(model, cfg.prune.prune_classifier).values())}
+    state = paths.checkpoint_state()
+    masks = None
+    if state is not None:  # resuming: the masks (and the weights) come from the checkpoint
+        masks, info = state["masks"], state["prune_info"]
+    elif criterion.prunes:
+        masks, timings = score_and_mask(cfg, criterion, model, data, device, names, sparsity, recipe.batch_size)
+        info.update(timings)
+        apply_masks(model, masks)
+    if masks is not None:
+        info.update(sparsity_achieved=achieved_sparsity(masks), layer_density=layer_density(masks),
+                    collapsed_layers=collapsed_layers(masks))
+        if info["collapsed_layers"]:
+            log.warning("layer collapse: %d layer(s) fully pruned: %s", len(info["collapsed_layers"]),
+                        ", ".join(info["collapsed_layers"]))
+    else:
+        info.update(sparsity_achieved=0.0, layer_density={n: 1.0 for n in names}, collapsed_layers=[])
+    tracker.log_pruning(info)
+    t0 = time.perf_counter()
+    history = train(model, data, recipe, device, cfg.seed, masks, paths.checkpoint,
+                    extra_state={"prune_info": info}, on_epoch=lambda r: tracker.log(r, step=r["epoch"]))
+    last = history[-1]
+    return {**info, "train_seconds": time.perf_counter() - t0, "test_acc": last["test_acc"],
+            "test_loss": last["test_loss"], "history": history,
+            "resumed_after_epoch": state["epoch"] + 1 if state is not None else None}

@@ -1,0 +1,272 @@
+"""pai.report: tables equal independently computed statistics, plots are real PNGs, the CLI fails cleanly,
+W&B offline export holds the tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pai.report import CRITERION_ORDER, build_report
+from pai.report.plots import COLLAPSED_LABEL, density_figure
+from pai.report.tables import GROUP_KEYS
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ["conv1.weight", "layer1.0.conv1.weight", "layer2.0.conv1.weight", "layer3.0.conv1.weight"]
+CRITERIA = {"snip": 0.90, "magnitude": 0.88, "hts": 0.91}  # base accuracy; criteria listed out of order
+SPARSITIES = [0.9, 0.99]
+SEEDS = [0, 42, 123]
+MISSING = ("hts", 0.99, 123)  # a partial sweep: this seed never finished
+
+
+def accuracy(crit: str, sp: float, seed: int) -> float:
+    # Distinct per seed so std > 0; hts wins at 0.9, snip at 0.99 (hts@0.99 is penalised).
+    drop = 0.0 if sp == 0.9 else (0.06 if crit == "hts" else 0.02)
+    return CRITERIA[crit] - drop + {0: 0.0, 42: 0.004, 123: -0.003}[seed] * (1 + len(crit) % 3)
+
+
+def write_run(root: Path, **fields) -> Path:
+    results = {
+        "config_hash": f"h{abs(hash((fields['pruner'], fields['sparsity'], fields['seed']))) % 10**8:08d}",
+        "dataset": "cifar10", "model": "resnet18", "scope": "global", "bn_warmup": False,
+        "sparsity_achieved": fields["sparsity"], "test_loss": 0.5, "score_seconds": 1.0, "warmup_seconds": 0.0,
+        "train_seconds": 10.0, "status": "done", "collapsed_layers": [],
+        "layer_density": {name: 1.0 - fields["sparsity"] for name in LAYERS},
+        "history": [{"epoch": 0, "train_loss": 1.0, "train_acc": 0.5, "test_loss": 0.6, "test_acc": 0.6,
+                     "lr": 0.03}],
+        **fields,
+    }
+    d = root / f"{results['dataset']}-{results['model']}" / str(results.get("label") or results["pruner"]) / (
+        f"sp{results['sparsity']}") / f"seed{results['seed']}-{results['config_hash']}"
+    d.mkdir(parents=True)
+    results["run_dir"] = str(d)
+    (d / "results.json").write_text(json.dumps(results))
+    return d
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sweep") / "runs"
+    for crit in CRITERIA:
+        for sp in SPARSITIES:
+            for seed in SEEDS:
+                if (crit, sp, seed) == MISSING:
+                    continue
+                extra = {}
+                if (crit, sp) == ("hts", 0.99):
+                    density = dict.fromkeys(LAYERS, 0.02)
+                    density["layer2.0.conv1.weight"] = 0.0
+                    extra = {"layer_density": density, "collapsed_layers": ["layer2.0.conv1.weight"]}
+                write_run(root, pruner=crit, sparsity=sp, seed=seed, test_acc=accuracy(crit, sp, seed),
+                          score_seconds=float(len(crit)), **extra)
+    write_run(root, pruner="none", sparsity=0.0, seed=0, test_acc=0.95, score_seconds=0.0)
+    # A failed run with an accuracy that would visibly shift the snip@0.9 mean if it were averaged in.
+    write_run(root, pruner="snip", sparsity=0.9, seed=7, test_acc=0.10, status="failed",
+              error="RuntimeError: boom")
+    bad = root / "cifar10-resnet18" / "grasp" / "sp0.9" / "seed0-broken"
+    bad.mkdir(parents=True)
+    (bad / "results.json").write_text('{"dataset": "cifar10", "status": "do')  # killed mid-write
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(sweep, tmp_path_factory) -> dict:
+    return build_report(sweep, tmp_path_factory.mktemp("out"))
+
+
+def expected(crit: str, sp: float) -> tuple[float, float, int]:
+    accs = [accuracy(crit, sp, s) * 100 for s in SEEDS if (crit, sp, s) != MISSING]
+    return statistics.mean(accs), statistics.stdev(accs), len(accs)
+
+
+def test_table_values_match_independent_statistics(report):
+    summary = report["summary"].set_index(["criterion", "sparsity"])
+    for crit in CRITERIA:
+        for sp in SPARSITIES:
+            mean, std, n = expected(crit, sp)
+            row = summary.loc[(crit, sp)]
+            assert row["mean"] == pytest.approx(mean, abs=1e-9)
+            assert row["std"] == pytest.approx(std, abs=1e-9)
+            assert np.std([accuracy(crit, sp, s) * 100 for s in SEEDS if (crit, sp, s) != MISSING],
+                          ddof=1) == pytest.approx(row["std"])
+            assert row["n"] == n
+    assert summary.loc[("hts", 0.99), "n"] == 2  # the missing seed shows
+    md = report["markdown"]
+    m, s, n = expected("magnitude", 0.9)
+    assert f"{m:.2f} ± {s:.2f} ({n})" in md
+
+
+def test_dense_row_first_and_in_every_column(report):
+    summary = report["summary"]
+    dense = summary[summary["criterion"] == "none"]
+    assert sorted(dense["sparsity"]) == SPARSITIES
+    assert np.allclose(dense["mean"], 95.0) and (dense["n"] == 1).all() and dense["std"].isna().all()
+    assert not dense["best"].any()
+    table = Path(report["tables"]["cifar10-resnet18-global-nowarmup"]["md"]).read_text()
+    rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("|")][2:]
+    assert rows == ["none", "magnitude", "snip", "hts"]  # CRITERION_ORDER, not file or alphabetical order
+    assert table.count("95.00 ± — (1)") == 2
+
+
+def test_failed_and_corrupt_runs_are_listed_not_averaged(report):
+    failed = report["failed"]
+    assert list(failed["status"]) == ["failed"] and "boom" in failed["error"].iloc[0]
+    assert report["summary"].set_index(["criterion", "sparsity"]).loc[("snip", 0.9), "n"] == 3
+    assert len(report["unreadable"]) == 1 and "seed0-broken" in report["unreadable"]["path"].iloc[0]
+    md = report["markdown"]
+    assert "Runs not done" in md and "RuntimeError: boom" in md and "Unreadable" in md
+
+
+def test_best_cell_marked(report):
+    summary = report["summary"]
+    best = summary[summary["best"]].set_index("sparsity")["criterion"].to_dict()
+    assert best == {0.9: "hts", 0.99: "snip"}
+    m, s, n = expected("hts", 0.9)
+    assert f"**{m:.2f} ± {s:.2f} ({n})**" in report["markdown"]
+    m, s, n = expected("snip", 0.9)
+    assert f"**{m:.2f}" not in report["markdown"] and f"{m:.2f} ± {s:.2f} ({n})" in report["markdown"]
+
+
+def test_csv_round_trips(report):
+    paths = report["tables"]["cifar10-resnet18-global-nowarmup"]
+    back = pd.read_csv(paths["csv"])
+    pd.testing.assert_frame_equal(back, report["summary"], check_dtype=False)
+    assert back["best"].dtype == bool
+    pd.testing.assert_frame_equal(pd.read_csv(report["summary_csv"]), report["summary"], check_dtype=False)
+
+
+def test_plots_are_png_and_density_marks_collapse(report):
+    plots = report["plots"]["cifar10-resnet18-global-nowarmup"]
+    assert set(plots) == {"accuracy", "density", "score_time"}
+    assert plots["density"].name.endswith("sp0.99.png")  # default: the highest sparsity
+    for path in plots.values():
+        data = Path(path).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    runs = report["runs"][report["runs"]["status"] == "done"]
+    fig = density_figure(runs, 0.99, "t")
+    marks = [ln for ln in fig.axes[0].lines if ln.get_label() == COLLAPSED_LABEL]
+    assert len(marks) == 1 and list(marks[0].get_xdata()) == [LAYERS.index("layer2.0.conv1.weight")]
+    assert marks[0].get_color() == "red"
+    assert density_figure(runs, 0.9, "t").axes[0].lines  # other level: drawn, nothing marked
+    assert not [ln for ln in density_figure(runs, 0.9, "t").axes[0].lines if ln.get_label() == COLLAPSED_LABEL]
+
+
+def test_mixed_sweep_and_labels(tmp_path):
+    runs = tmp_path / "runs"
+    common = {"dataset": "digits", "model": "resnet20", "bn_warmup": True, "sparsity": 0.9}
+    for seed in (0, 1):
+        write_run(runs, pruner="hutch_diag", label="hutch_diag@T1", seed=seed, test_acc=0.8, **common)
+        write_run(runs, pruner="hutch_diag", seed=seed, test_acc=0.81, **common)
+        write_run(runs, pruner="zeta_custom", seed=seed, test_acc=0.7, **common)
+        write_run(runs, pruner="alpha_custom", seed=seed, test_acc=0.7, **common)
+        write_run(runs, pruner="random", seed=seed, test_acc=0.75, **common)
+        write_run(runs, pruner="snip", seed=seed, test_acc=0.9, sparsity=0.5)  # second group (cifar10)
+    report = build_report(runs, tmp_path / "out", sparsity=0.9)
+    assert set(report["tables"]) == {"digits-resnet20-global-bnwarmup", "cifar10-resnet18-global-nowarmup"}
+    digits = report["summary"][report["summary"]["dataset"] == "digits"]
+    table = Path(report["tables"]["digits-resnet20-global-bnwarmup"]["md"]).read_text()
+    rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("|")][2:]
+    assert rows == ["random", "hutch_diag", "hutch_diag@T1", "alpha_custom", "zeta_custom"]
+    assert (digits["n"] == 2).all() and "none" not in set(digits["criterion"])
+    assert "density" not in report["plots"]["cifar10-resnet18-global-nowarmup"]  # no run at 0.9 there
+    assert any("density plot skipped" in note for note in report["notes"])
+    assert list(CRITERION_ORDER[:2]) == ["none", "random"]
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pai.report", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "only_failed"])
+def test_cli_bad_directory_exit_2(tmp_path, case):
+    target = tmp_path / "runs"
+    if case != "missing":
+        target.mkdir()
+    if case == "only_failed":
+        write_run(target, pruner="snip", sparsity=0.9, seed=0, test_acc=0.1, status="failed", error="x")
+    proc = run_cli(str(target))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("python -m pai.report: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr and str(target) in lines[0]
+
+
+def test_cli_writes_and_prints(sweep, tmp_path):
+    proc = run_cli(str(sweep), "--out", str(tmp_path / "rep"))
+    assert proc.returncode == 0, proc.stderr
+    assert "| none" in proc.stdout and (tmp_path / "rep" / "report.md").is_file()
+    assert sorted(p.name for p in (tmp_path / "rep" / "plots").iterdir()) == [
+        "cifar10-resnet18-global-nowarmup_accuracy.png", "cifar10-resnet18-global-nowarmup_density_sp0.99.png",
+        "cifar10-resnet18-global-nowarmup_score_time.png"]
+
+
+def wandb_records(path: Path):
+    """Records of a .wandb file: a LevelDB-style log (7-byte header, 32 KiB blocks, chunked records)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, pos, buf = path.read_bytes(), 32768, 7, b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        buf = chunk if kind in (1, 2) else buf + chunk  # FULL/FIRST start a record, MIDDLE/LAST extend it
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(buf)
+            yield record
+
+
+def test_wandb_offline_holds_tables(sweep, tmp_path):
+    pytest.importorskip("wandb")
+    proc = run_cli(str(sweep), "--out", str(tmp_path / "rep"), "--wandb", "--group", "g-test",
+                   env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"})
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    (log,) = run_dir.glob("*.wandb")
+    records = list(wandb_records(log))
+    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    assert run.job_type == "report" and run.run_group == "g-test" and run.project == "pai"
+    items: dict = {}  # history items arrive flattened: nested_key = [logged key, field of its media dict]
+    for r in records:
+        if r.WhichOneof("record_type") == "history":
+            for i in r.history.item:
+                path = list(i.nested_key) or [i.key]
+                items.setdefault(path[0], {})["/".join(path[1:]) or "value"] = json.loads(i.value_json)
+    ref = items["tables/cifar10-resnet18-global-nowarmup"]
+    assert ref["_type"] == "table-file" and items["plots/cifar10-resnet18-global-nowarmup_density"][
+        "_type"] == "image-file"
+    table = json.loads((run_dir / "files" / ref["path"]).read_text())
+    got = pd.DataFrame(table["data"], columns=table["columns"])
+    want = pd.read_csv(tmp_path / "rep" / "summary.csv")
+    assert got.columns.tolist() == want.columns.tolist()
+    np.testing.assert_allclose(got["mean"].astype(float), want["mean"])
+    assert got["n"].tolist() == want["n"].tolist() and got["criterion"].tolist() == want["criterion"].tolist()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (ROOT / "launch.py").exists(), reason="needs launch.py (the lead's pipeline)")
+def test_report_on_real_sweep(tmp_path):
+    cmd = [sys.executable, "launch.py", "-m", "dataset=digits", "model=resnet20", "pruner=none,random,magnitude",
+           "seed=0,1", "sparsity=0.9", "train=quick", "train.epochs=1", "logger=none", f"out_root={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    report = build_report(tmp_path / "runs", tmp_path / "report")
+    summary = report["summary"]
+    assert summary[GROUP_KEYS[:2]].drop_duplicates().values.tolist() == [["digits", "resnet20"]]
+    assert set(summary["criterion"]) == {"none", "random", "magnitude"}
+    assert (summary["n"] == 2).all() and (summary["sparsity"] == 0.9).all()
+    assert report["failed"].empty and report["unreadable"].empty
+    (md,) = [p["md"] for p in report["tables"].values()]
+    rows = [line.split("|")[1].strip() for line in Path(md).read_text().splitlines() if line.startswith("|")][2:]
+    assert rows == ["none", "random", "magnitude"]
