@@ -66,13 +66,14 @@ def record_job(cfg: DictConfig | None, status: str, run_dir: str | None = None, 
 
 
 def _run_dir(cfg: DictConfig) -> str | None:
-    """The run directory of a config, or None when the config is too broken to name one."""
+    """The run directory of a failed config, or None when the run never started (or the config names none)."""
     try:
         from hydra.utils import instantiate
 
         from pai.results import run_paths
 
-        return str(run_paths(cfg, instantiate(cfg.pruner)).dir)
+        run_dir = run_paths(cfg, instantiate(cfg.pruner)).dir
+        return str(run_dir) if run_dir.is_dir() else None
     except Exception:
         return None
 

@@ -34,7 +34,10 @@ def config_hash(cfg: DictConfig, criterion: Criterion) -> str:
 
 
 def model_name(cfg: DictConfig) -> str:
-    return str(cfg.model.get("name") or cfg.model["_target_"].rsplit(".", 1)[-1])
+    """`resnet20` for our builders; `timm-<name>` / `torchvision-<name>` for models chosen by name."""
+    builder = cfg.model["_target_"].rsplit(".", 1)[-1]
+    name = cfg.model.get("name")
+    return f"{builder.removesuffix('_model')}-{name}" if name else builder
 
 
 @dataclass

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
 
 from pai.pruning.criteria.base import Criterion
 from pai.pruning.masks import Masks, apply_masks, check_finite, make_masks, schedule_sparsities
+
+
+def select_masks(all_scores: Mapping[str, Tensor], names: list[str], sparsity: float, scope: str = "global",
+                 invert: bool = False, criterion: str = "criterion", previous: Masks | None = None) -> Masks:
+    """Masks for `names` from raw scores (every scored weight; higher = keep): finiteness check, optional
+    inversion, weights pruned in an earlier round kept pruned (-inf), exact top-k."""
+    scores = {n: all_scores[n] for n in names}
+    check_finite(scores, criterion)
+    if invert:
+        scores = {n: -s for n, s in scores.items()}
+    if previous is not None:
+        scores = {n: s.masked_fill(~previous[n].to(s.device), float("-inf")) for n, s in scores.items()}
+    return {n: m.to(torch.bool) for n, m in make_masks(scores, sparsity, scope).items()}
 
 
 def prune_masks(
@@ -32,15 +46,9 @@ def prune_masks(
     work = copy.deepcopy(model) if rounds > 1 else model
     masks: Masks | None = None
     for step_sparsity in schedule_sparsities(sparsity, rounds, schedule):
-        all_scores = criterion.score(work, inputs, targets)
-        scores = {n: all_scores[n] for n in names}
-        check_finite(scores, criterion.name)
-        if invert:
-            scores = {n: -s for n, s in scores.items()}
-        if masks is not None:
-            scores = {n: s.masked_fill(~masks[n], float("-inf")) for n, s in scores.items()}
-        masks = make_masks(scores, step_sparsity, scope)
+        masks = select_masks(criterion.score(work, inputs, targets), names, step_sparsity, scope, invert,
+                             criterion.name, masks)
         if rounds > 1:
             apply_masks(work, masks)
     assert masks is not None
-    return {n: m.to(torch.bool) for n, m in masks.items()}
+    return masks

@@ -7,15 +7,28 @@ from pai.data.base import ImageData
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, data: ImageData, device: torch.device, batch_size: int = 1024) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on the test set, in eval mode (restores the previous mode)."""
+def evaluate(
+    model: nn.Module,
+    data: ImageData,
+    device: torch.device,
+    batch_size: int = 1024,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy on the test set, in eval mode (restores the previous mode).
+
+    Inputs are laid out in `memory_format` (the training loop passes the model's), and the sums stay on the
+    device until the end: one host sync per evaluation, not two per batch. The loss is summed in float64, as
+    the Python floats of a per-batch `.item()` would be, so the result is the same to the last bit.
+    """
     was_training = model.training
     model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = 0
     for x, y in data.test_batches(batch_size, device):
-        logits = model(x).float()
-        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
+        logits = model(x.contiguous(memory_format=memory_format)).float()
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").double()
+        correct += (logits.argmax(1) == y).sum()
         count += y.numel()
     model.train(was_training)
-    return loss_sum / count, correct / count
+    return loss_sum.item() / count, correct.item() / count

@@ -4,6 +4,7 @@ uninterrupted one would (batch order and augmentation are functions of (seed, ep
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import sys
 from collections.abc import Callable
@@ -68,12 +69,11 @@ def train(
             total = -(-data.num_train // recipe.batch_size)
             if recipe.steps_per_epoch:
                 total = min(total, recipe.steps_per_epoch)
-            bar = tqdm(batches, total=total, desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False,
-                       disable=not sys.stderr.isatty())
-            for step, (x, y) in enumerate(bar):
-                if step == total:
-                    break
-                x = x.contiguous(memory_format=memory_format)
+            # islice: a shortened epoch stops without producing (and augmenting) one batch too many.
+            bar = tqdm(itertools.islice(batches, total), total=total, desc=f"epoch {epoch + 1}/{recipe.epochs}",
+                       leave=False, disable=not sys.stderr.isatty())
+            for x, y in bar:
+                x = x.contiguous(memory_format=memory_format)  # a no-op unless channels_last
                 autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype
                             else contextlib.nullcontext())
                 with autocast:
@@ -87,7 +87,7 @@ def train(
                 seen += y.numel()
             if scheduler is not None:
                 scheduler.step()
-            test_loss, test_acc = evaluate(model, data, device, recipe.eval_batch_size)
+            test_loss, test_acc = evaluate(model, data, device, recipe.eval_batch_size, memory_format)
             record = {
                 "epoch": epoch + 1,
                 "train_loss": loss_sum.item() / seen,

@@ -35,10 +35,17 @@ class Recipe:
             raise PaiConfigError(f"train.batch_size={self.batch_size} must be ≥ 1")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise PaiConfigError(f"train.precision={self.precision!r} must be auto, fp32 or bf16")
+        # bool("false") is True: a string other than "auto" must not silently turn channels_last on.
+        if self.channels_last != "auto" and not isinstance(self.channels_last, bool):
+            raise PaiConfigError(f"train.channels_last={self.channels_last!r} must be auto, true or false")
+        if not isinstance(self.compile, bool):
+            raise PaiConfigError(f"train.compile={self.compile!r} must be true or false")
 
     def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
+        """bf16 for autocast, or None for plain fp32 (auto: bf16 on CUDA, fp32 elsewhere)."""
         bf16 = self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda")
         return torch.bfloat16 if bf16 else None
 
     def use_channels_last(self, device: torch.device) -> bool:
+        """Whether model and inputs are laid out channels_last (auto: on CUDA only)."""
         return device.type == "cuda" if self.channels_last == "auto" else bool(self.channels_last)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from pai.errors import PaiConfigError
 from pai.pruning.masks import prunable_weights
 
 Scores = dict[str, Tensor]
@@ -31,3 +32,28 @@ class Criterion:
     @staticmethod
     def weights(model: nn.Module) -> dict[str, nn.Parameter]:
         return prunable_weights(model, prune_classifier=True)
+
+
+class SampleCriterion(Criterion):
+    """A data-dependent criterion built from statistics of the scoring samples' gradients.
+
+    Knobs (all part of the score-cache key): `temperature` T (the loss uses logits / T), `score_batch_size`
+    (samples whose gradient is averaged before squaring: the reference's mask batch, 1 = per-sample), `path`
+    (how the statistics are computed: `loop` is the batch-1 reference, the others give the same numbers up to
+    rounding, see pai.pruning.per_sample) and `chunk_size` (groups per vectorised call; bounds memory).
+    """
+
+    paths: tuple[str, ...] = ("fast", "loop")
+
+    def __init__(self, temperature: float = 1.0, score_batch_size: int = 1, path: str = "fast",
+                 chunk_size: int = 32):
+        if path not in self.paths:
+            raise PaiConfigError(f"pruner.path={path!r} must be one of {self.paths} (pruner={self.name})")
+        for key, value in (("temperature", temperature), ("score_batch_size", score_batch_size),
+                           ("chunk_size", chunk_size)):
+            if not value > 0:
+                raise PaiConfigError(f"pruner.{key}={value!r} must be > 0 (pruner={self.name})")
+        self.temperature = float(temperature)
+        self.score_batch_size = int(score_batch_size)
+        self.path = path
+        self.chunk_size = int(chunk_size)

@@ -1,11 +1,17 @@
 import torch
 from torch import Tensor, nn
 
+from pai.data.base import make_generator
 from pai.pruning.criteria.base import Criterion, Scores
+
+# The scores get their own random stream: drawn from `torch.Generator().manual_seed(seed)` they would repeat
+# the very uniforms that initialized the weights under `torch.manual_seed(seed)`, so "random" would keep the
+# largest signed weights of the first layers (and then fail to train).
+RANDOM_SCORES_STREAM = 7
 
 
 class Random(Criterion):
-    """Uniform random scores from a generator seeded by the run's seed (the same seed gives the same mask)."""
+    """Uniform random scores from a stream seeded by the run's seed (the same seed gives the same mask)."""
 
     name = "random"
     data_free = True
@@ -14,5 +20,5 @@ class Random(Criterion):
         self.seed = seed
 
     def score(self, model: nn.Module, inputs: Tensor, targets: Tensor) -> Scores:
-        gen = torch.Generator().manual_seed(self.seed)
+        gen = make_generator(self.seed, RANDOM_SCORES_STREAM)
         return {n: torch.rand(w.shape, generator=gen).to(w.device) for n, w in self.weights(model).items()}

@@ -1,0 +1,111 @@
+"""Score cache: one scoring serves every sparsity of a sweep.
+
+An entry holds a criterion's raw scores (every scored weight, before inversion and masking) under
+`${out_root}/cache/<key>.pt`, where the key hashes everything the scores depend on: the dataset and model
+nodes, the seed, the criterion's class and knobs, the scoring-sample options, the BN warmup (and its batch
+size, which sets its running averages), and a fingerprint of the initial weights (so a changed model
+initialisation never reuses stale scores). Not the sparsity, scope, inversion or classifier pruning: those
+only act on the scores. Only single-round scoring is cached (later rounds depend on the sparsity).
+
+With BN warmup the entry also holds the warmed-up buffers, so a hit restores them instead of repeating a pass
+over the training set: training then starts from the same model as after a miss.
+
+Entries are written to a temporary file in the same directory and moved in place with `os.replace`, so
+concurrent jobs see either no file or a whole one; an unreadable or mismatching entry is a miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from pai.pruning.criteria.base import Criterion
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1  # bump when the scoring code changes what a criterion returns
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """sha256 of the model's parameters and buffers (names, shapes, dtypes and bytes)."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def cache_identity(cfg: DictConfig, criterion: Criterion, model: nn.Module, warmup_batch_size: int) -> dict:
+    """Everything the raw scores depend on (call before BN warmup: it fingerprints the initial weights)."""
+    p = cfg.prune
+    dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
+    dataset.pop("root", None)  # where the files are does not change them
+    cls = type(criterion)
+    return {
+        "version": CACHE_VERSION,
+        "dataset": dataset,
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "seed": cfg.seed,
+        "criterion": f"{cls.__module__}.{cls.__qualname__}",
+        "knobs": criterion.knobs(),
+        "samples_per_class": p.samples_per_class,
+        "augment": p.augment,
+        "score_batch_size": p.score_batch_size,
+        "bn_warmup": bool(p.bn_warmup),
+        "warmup_batch_size": warmup_batch_size if p.bn_warmup else None,
+        "weights": weights_fingerprint(model),
+    }
+
+
+class ScoreCache:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @staticmethod
+    def key(identity: dict) -> str:
+        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+    def path(self, identity: dict) -> Path:
+        return self.root / f"{self.key(identity)}.pt"
+
+    def load(self, identity: dict) -> dict | None:
+        """{"scores": ..., "buffers": ... | None} on CPU, or None (missing, unreadable or another identity)."""
+        path = self.path(identity)
+        if not path.is_file():
+            return None
+        try:
+            entry = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a corrupt file is a miss; it is overwritten after scoring
+            log.warning("ignoring unreadable score cache %s: %s", path, exc)
+            return None
+        if entry.get("identity") != json.dumps(identity, sort_keys=True, default=str):
+            return None
+        return entry
+
+    def save(self, identity: dict, scores: dict[str, Tensor], buffers: dict[str, Tensor] | None) -> Path:
+        path = self.path(identity)
+        self.root.mkdir(parents=True, exist_ok=True)
+        entry = {
+            "identity": json.dumps(identity, sort_keys=True, default=str),
+            "scores": {n: s.detach().cpu() for n, s in scores.items()},
+            "buffers": None if buffers is None else {n: b.detach().cpu() for n, b in buffers.items()},
+        }
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=path.stem, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(entry, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path

@@ -1,0 +1,43 @@
+"""Criteria built from the mean gradient g of the loss over the scoring samples (T = 1 in the paper).
+
+g is linear in the samples, so the fast path is one batched backward per chunk, each sample weighted by
+1 / (its group's size); `loop` keeps the batch-1 reference.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from pai.pruning.criteria.base import SampleCriterion, Scores
+from pai.pruning.per_sample import gradient_moments
+
+
+class _MeanGradient(SampleCriterion):
+    paths = ("fast", "batched", "hooks", "vmap", "loop")
+
+    def _mean_gradient(self, model: nn.Module, inputs: Tensor, targets: Tensor) -> tuple[Scores, Scores]:
+        weights = self.weights(model)
+        g, _ = gradient_moments(model, list(weights), inputs, targets, temperature=self.temperature,
+                                batch_size=self.score_batch_size, path=self.path, chunk_size=self.chunk_size,
+                                squares=False)
+        return {n: w.detach() for n, w in weights.items()}, g
+
+
+class GradNorm(_MeanGradient):
+    """GN: |g|."""
+
+    name = "grad_norm"
+
+    def score(self, model: nn.Module, inputs: Tensor, targets: Tensor) -> Scores:
+        _, g = self._mean_gradient(model, inputs, targets)
+        return {n: gn.abs() for n, gn in g.items()}
+
+
+class SNIP(_MeanGradient):
+    """SNIP (Lee et al. 2019): |θ ⊙ g|, the first-order change of the loss when a weight is removed."""
+
+    name = "snip"
+
+    def score(self, model: nn.Module, inputs: Tensor, targets: Tensor) -> Scores:
+        theta, g = self._mean_gradient(model, inputs, targets)
+        return {n: (theta[n] * g[n]).abs() for n in g}

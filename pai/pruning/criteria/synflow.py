@@ -1,0 +1,36 @@
+"""SynFlow (Tanaka et al., NeurIPS 2020): data-free, iterative.
+
+R = sum of the outputs of the network with every parameter replaced by |θ|, for an all-ones input of the
+scoring samples' shape (batch 1); score |θ ⊙ ∂R/∂θ|. Computed in float64: R is a product over layers and
+overflows float32 on deep nets (ResNet-50/152), which would give inf scores. BN runs in eval mode with its
+running statistics (buffers are not made positive; at initialization mean 0, variance 1).
+
+100 rounds by default (`default_rounds`), with the pipeline's exponential schedule; each round scores the
+masked working copy that `prune_masks` keeps, so pruned weights contribute 0 to R.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from pai.pruning.criteria.base import Criterion, Scores
+from pai.pruning.curvature import grads_of, scoring_mode
+
+
+class SynFlow(Criterion):
+    name = "synflow"
+    data_free = True
+    default_rounds = 100
+
+    def score(self, model: nn.Module, inputs: Tensor, targets: Tensor) -> Scores:
+        names = list(self.weights(model))
+        with scoring_mode(model):
+            # Functional float64 copies: the model keeps its dtype, weights and flags.
+            params = {n: p.detach().to(torch.float64).abs().requires_grad_() for n, p in model.named_parameters()}
+            buffers = {n: b.to(torch.float64) if b.is_floating_point() else b for n, b in model.named_buffers()}
+            ones = torch.ones((1, *inputs.shape[1:]), dtype=torch.float64, device=inputs.device)
+            r = functional_call(model, {**params, **buffers}, (ones,)).sum()
+            grads = grads_of(r, {n: params[n] for n in names})
+        return {n: (params[n].detach() * g).abs() for n, g in grads.items()}

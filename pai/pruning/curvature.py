@@ -1,0 +1,179 @@
+"""Shared machinery of the data-dependent criteria: the loss as a function of the scored weights, groups of
+scoring samples, Rademacher probes, Hutchinson Hessian diagonals and the Hessian-gradient product.
+
+Everything is functional (`torch.func.functional_call` on detached aliases of the parameters): the model's own
+parameters never get a `.grad` and keep their `requires_grad`; BN reads its running statistics in eval mode.
+First-order moments (per-sample gradients) live in `pai.pruning.per_sample`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vjp, vmap
+
+from pai.data.base import make_generator
+
+Grads = dict[str, Tensor]
+PROBE_STREAM = 2  # the probes' own random stream (the data module uses 0 for training, 1 for scoring samples)
+
+
+@contextlib.contextmanager
+def scoring_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode (BN uses running statistics, so samples do not interact) with grad enabled; every module's
+    train/eval flag is restored afterwards, even when scoring fails."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.enable_grad():
+            yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+class Objective:
+    """Cross-entropy of logits / T as a function of the scored weights; all other tensors held fixed."""
+
+    def __init__(self, model: nn.Module, names: list[str], temperature: float = 1.0):
+        self.model = model
+        self.temperature = float(temperature)
+        self.fixed: dict[str, Tensor] = {n: p.detach() for n, p in model.named_parameters()}
+        self.fixed.update(model.named_buffers())
+        self.weights = {n: self.fixed[n] for n in names}
+
+    def loss(self, weights: Grads, x: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+        logits = functional_call(self.model, {**self.fixed, **weights}, (x,))
+        return F.cross_entropy(logits / self.temperature, y, reduction=reduction)
+
+    def leaves(self) -> Grads:
+        """New leaf tensors sharing the weights' storage, differentiable without touching the model's flags."""
+        return {n: w.detach().requires_grad_() for n, w in self.weights.items()}
+
+    def zeros(self) -> Grads:
+        return {n: torch.zeros_like(w) for n, w in self.weights.items()}
+
+
+def grads_of(out: Tensor, w: Grads, **kwargs) -> Grads:
+    """torch.autograd.grad as a dict keyed like `w`."""
+    return dict(zip(w, torch.autograd.grad(out, list(w.values()), **kwargs), strict=True))
+
+
+def group_chunks(n: int, batch_size: int, chunk_size: int) -> list[tuple[int, int, int]]:
+    """(start, stop, group size) over n samples: groups are `batch_size` consecutive samples (the last may be
+    smaller, as in a DataLoader); each chunk holds at most `chunk_size` whole groups, all of one size."""
+    full = n - n % batch_size
+    step = max(1, chunk_size) * batch_size
+    out = [(s, min(s + step, full), batch_size) for s in range(0, full, step)]
+    if full < n:
+        out.append((full, n, n - full))
+    return out
+
+
+def num_groups(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)
+
+
+class RademacherProbes:
+    """±1 probes, `num_probes` per group, from a CPU generator seeded by `seed`: every path draws the same
+    probes for the same group, so the loop and the vectorised Hutchinson estimates agree to rounding.
+
+    Random bytes are drawn on the CPU (device-independent) and unpacked to bits on the weights' device, which
+    moves 1/32 of the probe volume and makes one random draw per 8 signs.
+    """
+
+    def __init__(self, weights: Grads, num_probes: int, seed: int):
+        self.shapes = {n: w.shape for n, w in weights.items()}
+        self.dtypes = {n: w.dtype for n, w in weights.items()}
+        self.numels = [w.numel() for w in weights.values()]
+        self.total = sum(self.numels)
+        self.device = next(iter(weights.values())).device
+        self.num_probes = num_probes
+        self.gen = make_generator(PROBE_STREAM, seed)
+        self.shifts = torch.arange(8, dtype=torch.uint8, device=self.device)
+
+    def draw(self) -> Grads:
+        """The probes of the next group: {name: (num_probes, *shape)}."""
+        k = self.num_probes
+        raw = torch.randint(0, 256, (k, -(-self.total // 8)), dtype=torch.uint8, generator=self.gen)
+        bits = (raw.to(self.device).unsqueeze(-1) >> self.shifts) & 1
+        parts = bits.view(k, -1)[:, : self.total].split(self.numels, dim=1)
+        return {n: part.reshape(k, *self.shapes[n]).to(self.dtypes[n]).mul_(2).sub_(1)
+                for n, part in zip(self.shapes, parts, strict=True)}
+
+
+def hutchinson(model: nn.Module, names: list[str], inputs: Tensor, targets: Tensor, *, temperature: float,
+               batch_size: int, num_probes: int, seed: int, path: str = "fast",
+               chunk_size: int = 4) -> tuple[Grads, Grads]:
+    """(g, H_d): the mean group gradient and the Hutchinson Hessian diagonal, the mean over groups and probes of
+    z ⊙ (H z), where H is the Hessian of a group's mean loss and every group has its own probes.
+
+    loop: batch-1 reference (one graph per group, one HVP per probe). fast/vmap: vmapped over `chunk_size`
+    groups and their probes (reverse-over-reverse: one gradient graph per group, probes batched through it);
+    the probes are the same as the loop's, so the estimator is the same, not just its expectation.
+    """
+    with scoring_mode(model):
+        obj = Objective(model, names, temperature)
+        probes = RademacherProbes(obj.weights, num_probes, seed)
+        g_sum, h_sum = obj.zeros(), obj.zeros()
+        n = inputs.shape[0]
+        for start, stop, b in group_chunks(n, batch_size, 1 if path == "loop" else chunk_size):
+            c = (stop - start) // b
+            zs = [probes.draw() for _ in range(c)]
+            if path == "loop":
+                g, h = _loop_group(obj, inputs[start:stop], targets[start:stop], zs[0])
+            else:
+                g, h = _vmap_groups(obj, inputs[start:stop], targets[start:stop], b, zs)
+            for k in g_sum:
+                g_sum[k] += g[k]
+                h_sum[k] += h[k]
+        groups = num_groups(n, batch_size)
+        return {k: v / groups for k, v in g_sum.items()}, {k: v / (groups * num_probes) for k, v in h_sum.items()}
+
+
+def _loop_group(obj: Objective, x: Tensor, y: Tensor, z: Grads) -> tuple[Grads, Grads]:
+    w = obj.leaves()
+    g = grads_of(obj.loss(w, x, y), w, create_graph=True)
+    h = obj.zeros()
+    k_probes = next(iter(z.values())).shape[0]
+    for k in range(k_probes):
+        hz = torch.autograd.grad(list(g.values()), list(w.values()), [z[n][k] for n in w],
+                                 retain_graph=k < k_probes - 1)
+        for n, hzn in zip(w, hz, strict=True):
+            h[n] += z[n][k] * hzn
+    return {n: gn.detach() for n, gn in g.items()}, h
+
+
+def _vmap_groups(obj: Objective, x: Tensor, y: Tensor, b: int, zs: list[Grads]) -> tuple[Grads, Grads]:
+    def one_group(xb: Tensor, yb: Tensor, z: Grads) -> tuple[Grads, Grads]:
+        g, hvp = vjp(lambda w: grad(obj.loss)(w, xb, yb), obj.weights)
+        hz = vmap(hvp)(z)[0]  # vjp of the gradient = H z (H is symmetric)
+        return g, {n: (z[n] * hz[n]).sum(0) for n in z}
+
+    c = len(zs)
+    z = {n: torch.stack([zi[n] for zi in zs]) for n in obj.weights}
+    g, h = vmap(one_group)(x.view(c, b, *x.shape[1:]), y.view(c, b), z)
+    return {n: t.sum(0) for n, t in g.items()}, {n: t.sum(0) for n, t in h.items()}
+
+
+def hessian_gradient_product(model: nn.Module, names: list[str], inputs: Tensor, targets: Tensor, *,
+                             temperature: float, chunk_size: int = 64) -> tuple[Grads, Grads]:
+    """(g, H g) of the mean loss over all samples, exactly (GraSP): chunks weighted by their share of samples."""
+    with scoring_mode(model):
+        obj = Objective(model, names, temperature)
+        w = obj.leaves()
+        n = inputs.shape[0]
+        chunks = [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+        g, hg = obj.zeros(), obj.zeros()
+        for s, e in chunks:
+            for k, gk in grads_of(obj.loss(w, inputs[s:e], targets[s:e], "sum") / n, w).items():
+                g[k] += gk
+        for s, e in chunks:  # second pass: H g needs the full g
+            gc = grads_of(obj.loss(w, inputs[s:e], targets[s:e], "sum") / n, w, create_graph=True)
+            for k, hk in grads_of(sum((gc[k] * g[k]).sum() for k in w), w).items():
+                hg[k] += hk
+        return g, hg

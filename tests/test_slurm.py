@@ -1,0 +1,141 @@
+"""Sweeps through a real SLURM (shared/slurm/up.sh): a job array via `hydra/launcher=slurm`, failure reporting,
+relaunch, and preemption/timeout → requeue → resume from last.pt with unchanged metrics.
+
+Skipped (with the reason) when no SLURM controller answers `scontrol ping`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT, SLURM_TEST, TINY, all_results, job_records, launch_env
+
+pytestmark = pytest.mark.slurm
+
+# Epochs of ≈1 s (one thread), so a job can be interrupted between its first checkpoint and its end.
+LONGER = [
+    "dataset=synthetic", "dataset.image_size=16", "dataset.num_train=2048", "dataset.num_test=128",
+    "model=resnet20", "model.width=0.25", "train=quick", "train.batch_size=32", "prune.samples_per_class=4",
+    "pruner=magnitude", "sparsity=0.8", "logger=none",
+]
+
+
+def _popen(args: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(REPO_ROOT / "launch.py"), *args], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(pattern: str, root: Path, proc: subprocess.Popen, timeout: float = 150) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(root.glob(pattern))
+        if found:
+            return found[0]
+        if proc.poll() is not None:
+            raise AssertionError(f"sweep ended before {pattern} appeared:\n{proc.stdout.read()}")
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"{pattern} did not appear within {timeout} s")
+
+
+def _results(root: Path) -> dict:
+    return json.loads(next(root.glob("runs/*/*/*/*/results.json")).read_text())
+
+
+def test_slurm_array_sweep_six_jobs_then_relaunch_skips(run_launch, tmp_path):
+    out, sweep = tmp_path / "out", tmp_path / "sweep"
+    args = ["-m", *TINY, *SLURM_TEST, "pruner=none,random,magnitude", "seed=0,1"]
+    proc = run_launch(args, out, sweep_dir=sweep)
+    assert proc.returncode == 0, proc.output
+    assert "Submitit 'slurm' sweep output dir" in proc.output
+    results = all_results(out)
+    assert len(results) == 6 and all(r["status"] == "done" for r in results)
+    assert {(r["pruner"], r["seed"]) for r in results} == {(p, s) for p in ("none", "random", "magnitude")
+                                                          for s in (0, 1)}
+    recs = job_records(sweep)
+    assert [r["status"] for r in recs] == ["done"] * 6
+    array_ids = {r["slurm_job_id"].split("_")[0] for r in recs}
+    assert len(array_ids) == 1, "one SLURM job array"
+    assert sorted(int(r["slurm_job_id"].split("_")[1]) for r in recs) == list(range(6))
+    assert {r["run_dir"] for r in recs} == {r["run_dir"] for r in results}
+
+    again = run_launch(args, out, sweep_dir=tmp_path / "sweep2")
+    assert again.returncode == 0, again.output
+    assert [r["status"] for r in job_records(tmp_path / "sweep2")] == ["skipped"] * 6
+    assert "6 job(s): 6 skipped" in again.output
+
+
+def test_slurm_failed_run_is_listed_and_exit_1(run_launch, tmp_path):
+    """Under submitit, Hydra alone would re-raise the first failure only; every job still runs."""
+    out = tmp_path / "out"
+    proc = run_launch(["-m", *TINY, *SLURM_TEST, "pruner=magnitude", "sparsity=0.5,1.5", "model.num_classes=10,5"],
+                      out)
+    assert proc.returncode == 1, proc.output
+    assert "4 job(s): 1 done, 3 failed" in proc.output
+    assert proc.output.count("FAILED #") == 3
+    assert "model.num_classes: the model has 5 outputs" in proc.output  # inside the pipeline
+    assert "sparsity=1.5 must be a number in [0, 1)" in proc.output  # before the run starts
+    statuses = sorted(r["status"] for r in all_results(out))
+    assert statuses == ["done", "failed"]
+
+
+def test_slurm_preempted_job_requeues_and_resumes_identically(tmp_path):
+    """Preempt one job of a running array with submitit's `_interrupt()` (SIGTERM + USR2, as SLURM does): the
+    launcher's `checkpoint` resubmits the same job, SLURM requeues it, and it resumes from last.pt in the same
+    run directory. Its twin (same config, other out_root, same array) runs uninterrupted: equal metrics."""
+    import submitit
+
+    env = launch_env(tmp_path)
+    a, b, sweep = tmp_path / "a", tmp_path / "b", tmp_path / "sweep"
+    proc = _popen(["-m", *LONGER, *SLURM_TEST, "train.epochs=4", "hydra.launcher.timeout_min=60",
+                   "hydra.launcher.max_num_timeout=1", f"out_root={a},{b}", f"hydra.sweep.dir={sweep}"], env)
+    ckpt = _wait_for("runs/*/*/*/*/last.pt", a, proc)
+    submitit_dir = _wait_for(".submitit/*_0", sweep, proc)
+    job = submitit.SlurmJob(folder=sweep / ".submitit" / "%j", job_id=submitit_dir.name)
+    job._interrupt()  # preemption
+    output, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, output
+
+    recs = job_records(sweep)
+    assert [r["status"] for r in recs] == ["done", "done"]
+    assert recs[0]["slurm_restart_count"] == 1 and recs[1]["slurm_restart_count"] == 0
+    # submitit's log of the job (both attempts): the signal, the launcher's checkpoint → requeue, the resume
+    log = (submitit_dir / f"{submitit_dir.name}_0_log.out").read_text()
+    assert "this job is preempted" in log and f"Requeued job {submitit_dir.name}" in log
+    assert f"resuming from {ckpt} at epoch" in log
+    resumed, reference = _results(a), _results(b)
+    assert resumed["run_dir"] == str(ckpt.parent)
+    assert resumed["resumed_after_epoch"] >= 1 and reference["resumed_after_epoch"] is None
+    assert resumed["history"] == reference["history"]
+    assert resumed["test_acc"] == reference["test_acc"]
+
+
+@pytest.mark.slow
+def test_slurm_timed_out_job_requeues_and_resumes_identically(tmp_path):
+    """A job that hits its time limit (timeout_min=1; USR2 `signal_delay_s` before it) is requeued up to
+    max_num_timeout times and finishes from its checkpoints with the metrics of an uninterrupted local run.
+
+    On the test cluster the USR2 comes on slurmctld's 30 s ticks: the first attempt gets up to 30 s, a requeued
+    one ≈ 15 s (the rest is the requeue wait), less ≈ 6 s of start-up. 20 epochs of ≈ 1.5 s finish in no single
+    attempt, so the job is timed out at least once and its last attempt resumes from a checkpoint."""
+    env = launch_env(tmp_path)
+    a, ref_root, sweep = tmp_path / "a", tmp_path / "ref", tmp_path / "sweep"
+    run = [*LONGER, "dataset.num_train=1536", "train.epochs=20"]
+    ref = _popen([*run, f"out_root={ref_root}", f"hydra.run.dir={ref_root}/hydra"], env)
+    proc = _popen(["-m", *run, *SLURM_TEST, "hydra.launcher.timeout_min=1",
+                   "hydra.launcher.signal_delay_s=30", "hydra.launcher.max_num_timeout=10", f"out_root={a}",
+                   f"hydra.sweep.dir={sweep}"], env)
+    output, _ = proc.communicate(timeout=420)
+    assert proc.returncode == 0, output
+    assert ref.wait(timeout=120) == 0, ref.stdout.read()
+    (rec,) = job_records(sweep)
+    assert rec["status"] == "done" and rec["slurm_restart_count"] >= 1
+    resumed, reference = _results(a), _results(ref_root)
+    assert resumed["resumed_after_epoch"] >= 1
+    assert resumed["history"] == reference["history"]
+    assert resumed["test_acc"] == reference["test_acc"]

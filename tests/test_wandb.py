@@ -1,0 +1,191 @@
+"""W&B logging, checked by reading the offline run files back (the .wandb record log, parsed with wandb's own
+protobuf `Record`), not by mocking wandb."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO_ROOT, TINY, all_results, launch_env
+
+pytest.importorskip("wandb")
+
+# -- reading a .wandb file -------------------------------------------------------------------------------------
+# wandb ≥ 0.19 dropped its Python reader (wandb.sdk.internal.datastore). The format is unchanged: a 7-byte file
+# header (":W&B", magic 0xBEE1, version 0), then LevelDB-log records in 32 KiB blocks, each chunk with a 7-byte
+# header (crc32c, length, type: 1 full, 2 first, 3 middle, 4 last); each record is a serialized
+# wandb.proto.wandb_internal_pb2.Record.
+_BLOCK, _HEADER = 32768, 7
+
+
+def read_records(path: Path) -> list:
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a .wandb file"
+    records, pos, parts = [], _HEADER, b""
+    while pos + _HEADER <= len(data):
+        left = _BLOCK - pos % _BLOCK
+        if left < _HEADER:  # block trailer padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + _HEADER])
+        if kind == 0:  # zero padding to the end of the block
+            pos += left
+            continue
+        chunk = data[pos + _HEADER:pos + _HEADER + length]
+        pos += _HEADER + length
+        if kind in (1, 2):
+            parts = chunk
+        else:
+            parts += chunk
+        if kind in (1, 4):
+            rec = pb.Record()
+            rec.ParseFromString(parts)
+            records.append(rec)
+    return records
+
+
+def _items(items) -> dict:
+    """{key: value} of config/history/summary items; a nested key (e.g. a table's fields) becomes a nested dict."""
+    out: dict = {}
+    for item in items:
+        path = [item.key] if item.key else list(item.nested_key)
+        node = out
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        node[path[-1]] = json.loads(item.value_json)
+    return out
+
+
+class WandbRun:
+    """What an offline run logged: run identity, config, per-step history, final summary, exit code."""
+
+    def __init__(self, run_dir: Path):
+        (wandb_file,) = run_dir.glob("run-*.wandb")
+        self.dir, self.records = run_dir, read_records(wandb_file)
+        self.run = next(r.run for r in self.records if r.WhichOneof("record_type") == "run")
+        self.config = _items(self.run.config.update)
+        for r in self.records:
+            if r.WhichOneof("record_type") == "config":
+                self.config.update(_items(r.config.update))
+        self.history: dict[int, dict] = {}
+        self.summary: dict = {}
+        self.exit_code = None
+        for r in self.records:
+            kind = r.WhichOneof("record_type")
+            if kind == "history":
+                row = _items(r.history.item)
+                self.history[row["_step"]] = row
+            elif kind == "summary":
+                self.summary.update(_items(r.summary.update))
+            elif kind == "exit":
+                self.exit_code = r.exit.exit_code
+
+
+def offline_runs(wandb_root: Path) -> list[WandbRun]:
+    return [WandbRun(d) for d in sorted(Path(wandb_root).glob("wandb/offline-run-*"))]
+
+
+# -- tests -----------------------------------------------------------------------------------------------------
+WANDB_TINY = [o for o in TINY if o != "logger=none"] + ["logger=wandb", "train.epochs=2"]
+
+
+def test_offline_run_logs_config_metrics_masks_and_summary(run_launch, tmp_path):
+    out, wb = tmp_path / "out", tmp_path / "wb"
+    proc = run_launch([*WANDB_TINY, "pruner=magnitude", "sparsity=0.9", "seed=3", "experiment_name=wbtest",
+                       "logger.tags=[paper,tiny]", "logger.project=pai-test"], out,
+                      env=launch_env(tmp_path, WANDB_DIR=str(wb)))
+    assert proc.returncode == 0, proc.output
+    (res,) = all_results(out)
+    (run,) = offline_runs(wb)
+    # identity
+    assert run.run.project == "pai-test"
+    assert run.run.run_group == "wbtest" and run.run.job_type == "magnitude"
+    assert run.run.display_name == res["run_name"] and list(run.run.tags) == ["paper", "tiny"]
+    # the resolved config
+    assert run.config["seed"] == 3 and run.config["sparsity"] == 0.9
+    assert run.config["pruner"]["_target_"].endswith("Magnitude")
+    assert run.config["dataset"]["num_train"] == 64 and run.config["experiment_name"] == "wbtest"
+    # per-epoch metrics at step = epoch, equal to results.json's history
+    assert [s for s in run.history if s > 0] == [1, 2]
+    for h in res["history"]:
+        row = run.history[h["epoch"]]
+        assert {k: row[k] for k in h} == h
+    # scoring/mask statistics at step 0: scalars and the per-layer density table (a file next to the run)
+    prune = run.history[0]
+    assert prune["prune/sparsity_achieved"] == pytest.approx(res["sparsity_achieved"])
+    assert prune["prune/collapsed_layers"] == len(res["collapsed_layers"])
+    assert prune["prune/num_prunable"] == res["num_prunable"] and "prune/score_seconds" in prune
+    assert prune["prune/layer_density"]["_type"] == "table-file"
+    (table_file,) = run.dir.glob("files/media/table/prune/layer_density_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert table["columns"] == ["layer", "density", "collapsed"]
+    assert {row[0]: row[1] for row in table["data"]} == pytest.approx(res["layer_density"])
+    assert {row[0] for row in table["data"] if row[2]} == set(res["collapsed_layers"])
+    # final summary = results.json (without the per-epoch/per-layer lists)
+    assert run.summary["test_acc"] == res["test_acc"] and run.summary["status"] == "done"
+    assert run.summary["config_hash"] == res["config_hash"]
+    assert run.summary["prune/collapsed_layer_names"] == res["collapsed_layers"]
+    assert run.exit_code == 0
+
+
+def test_failed_run_finishes_its_wandb_run_and_the_next_starts_fresh(tmp_path, monkeypatch):
+    """Two runs in one process (as under the basic launcher): the first raises inside the pipeline after
+    wandb.init, the second must get its own W&B run, not log into the first."""
+    import wandb
+    from hydra import compose, initialize_config_dir
+
+    from pai.errors import PaiConfigError
+    from pai.run import run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        common = [*WANDB_TINY, "pruner=random", f"out_root={tmp_path}"]
+        bad = compose("config", overrides=[*common, "model.num_classes=5"])  # fails in build_model
+        good = compose("config", overrides=[*common, "seed=1"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny runs: far faster than 2 spinning threads on a busy 2-core machine
+    try:
+        with pytest.raises(PaiConfigError, match="model.num_classes"):
+            run(bad)
+        assert wandb.run is None, "the failed run's W&B run was left open"
+        ok = run(good)
+        assert wandb.run is None
+    finally:
+        torch.set_num_threads(threads)
+        wandb.teardown()
+    failed_run, good_run = sorted(offline_runs(tmp_path), key=lambda r: r.config["seed"])
+    assert failed_run.run.run_id != good_run.run.run_id
+    assert failed_run.exit_code == 1 and good_run.exit_code == 0
+    assert failed_run.summary["status"] == "failed" and "model.num_classes" in failed_run.summary["error"]
+    assert not [s for s in failed_run.history if s > 0], "no epoch was logged into the failed run"
+    assert [s for s in good_run.history if s > 0] == [1, 2]
+    assert good_run.summary["test_acc"] == ok["test_acc"] and good_run.config["seed"] == 1
+
+
+def test_mode_group_and_project_are_configurable(monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config")
+        assert cfg.logger.mode == "offline" and cfg.logger.project == "pai"  # offline by default
+        assert compose("config", overrides=["logger.mode=online"]).logger.mode == "online"
+        monkeypatch.setenv("WANDB_MODE", "online")
+        assert compose("config").logger.mode == "online"
+        cfg = compose("config", overrides=["logger.entity=me", "logger.group=g", "logger.tags=[a]"])
+        assert (cfg.logger.entity, cfg.logger.group, list(cfg.logger.tags)) == ("me", "g", ["a"])
+
+
+def test_bad_mode_is_a_config_error():
+    from pai.errors import PaiConfigError
+    from pai.tracking import WandbTracker
+
+    with pytest.raises(PaiConfigError, match="logger.mode"):
+        WandbTracker(mode="onlne")
