@@ -32,8 +32,9 @@ def main(cfg: DictConfig) -> float | None:
         log.exception("run failed: %s: %s", type(exc).__name__, exc)
         record_job(cfg, "failed", error=f"{type(exc).__name__}: {exc}")
         return None
-    record_job(cfg, "skipped" if results.get("skipped") else "done", run_dir=results.get("run_dir"),
-               test_acc=results.get("test_acc"))
+    # done | skipped (finished before) | busy (another job is running the same config right now)
+    status = "busy" if results.get("status") == "busy" else "skipped" if results.get("skipped") else "done"
+    record_job(cfg, status, run_dir=results.get("run_dir"), test_acc=results.get("test_acc"))
     return results["test_acc"]
 
 

@@ -18,6 +18,7 @@ with other jobs slows both alike, and the report gives the ratio. Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib
 import os
@@ -31,6 +32,8 @@ from types import SimpleNamespace
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA, EVAL, CKPT = "pai: produce a training batch", "pai: evaluate", "pai: checkpoint"
+OPT = "Optimizer.step#SGD.step"  # torch labels every optimizer step (post-step hooks included)
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -62,19 +65,34 @@ def load_pai(root: Path | None) -> SimpleNamespace:
 
 
 class StampedData:
-    """An ImageData wrapper that records `time.perf_counter()` whenever the loop receives a training batch."""
+    """An ImageData wrapper that stamps (wall clock, process CPU time) whenever the loop receives a training
+    batch, and labels the production of each batch in a profile."""
 
     def __init__(self, data) -> None:
         self.data = data
-        self.stamps: list[float] = []
+        self.stamps: list[tuple[float, float]] = []
 
     def __getattr__(self, name: str):
         return getattr(self.data, name)
 
     def train_batches(self, *args, **kwargs):
-        for batch in self.data.train_batches(*args, **kwargs):
-            self.stamps.append(time.perf_counter())
+        it = iter(self.data.train_batches(*args, **kwargs))
+        while True:
+            with torch.profiler.record_function(DATA):
+                batch = next(it, None)
+            if batch is None:
+                return
+            self.stamps.append((time.perf_counter(), time.process_time()))
             yield batch
+
+
+def labelled(label: str, fn):
+    @functools.wraps(fn)
+    def inner(*args, **kwargs):
+        with torch.profiler.record_function(label):
+            return fn(*args, **kwargs)
+
+    return inner
 
 
 def make_setup(pai: SimpleNamespace, args: argparse.Namespace, masked: bool):
@@ -102,18 +120,20 @@ def make_setup(pai: SimpleNamespace, args: argparse.Namespace, masked: bool):
 def run_once(pai: SimpleNamespace, args: argparse.Namespace, masked: bool = True, profiler=None) -> dict:
     data, model, masks, recipe = make_setup(pai, args, masked)
     stamped = StampedData(data)
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        if profiler is not None:
-            with profiler:
-                pai.loop.train(model, stamped, recipe, torch.device("cpu"), 0, masks, Path(tmp) / "last.pt")
-        else:
+    saved = pai.loop.evaluate, pai.loop.atomic_save
+    with tempfile.TemporaryDirectory() as tmp, profiler or contextlib.nullcontext():
+        if profiler is not None:  # label the per-epoch work in the loop's own namespace, for this run only
+            pai.loop.evaluate, pai.loop.atomic_save = labelled(EVAL, saved[0]), labelled(CKPT, saved[1])
+        try:
+            t0 = time.perf_counter()
             pai.loop.train(model, stamped, recipe, torch.device("cpu"), 0, masks, Path(tmp) / "last.pt")
-        total = time.perf_counter() - t0
+            total = time.perf_counter() - t0
+        finally:
+            pai.loop.evaluate, pai.loop.atomic_save = saved
     stamps = stamped.stamps[: args.steps]  # a loop may fetch one batch more than it trains on
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
-    steps = gaps[args.warmup :]
-    return {"steps_ms": [1e3 * s for s in steps], "total_s": total, "fetched": len(stamped.stamps)}
+    wall = [1e3 * (b[0] - a[0]) for a, b in zip(stamps, stamps[1:], strict=False)][args.warmup :]
+    cpu = [1e3 * (b[1] - a[1]) for a, b in zip(stamps, stamps[1:], strict=False)][args.warmup :]
+    return {"wall": wall, "cpu": cpu, "total_s": total, "fetched": len(stamped.stamps)}
 
 
 def run_floor(pai: SimpleNamespace, args: argparse.Namespace) -> dict:
@@ -123,14 +143,15 @@ def run_floor(pai: SimpleNamespace, args: argparse.Namespace) -> dict:
     x, y = next(data.train_batches(args.batch_size, 0, 0, torch.device("cpu")))
     opt = recipe.optimizer(model.parameters())
     loss_fn = torch.nn.CrossEntropyLoss()
-    times = []
+    wall, cpu = [], []
     for _ in range(args.steps - 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
         loss_fn(model(x), y).backward()
         opt.step()
-        times.append(time.perf_counter() - t0)
-    return {"steps_ms": [1e3 * s for s in times[args.warmup :]], "total_s": sum(times), "fetched": 1}
+        wall.append(1e3 * (time.perf_counter() - t0))
+        cpu.append(1e3 * (time.process_time() - c0))
+    return {"wall": wall[args.warmup :], "cpu": cpu[args.warmup :], "total_s": sum(wall) / 1e3, "fetched": 1}
 
 
 def enforcer_work_ms(pai: SimpleNamespace, args: argparse.Namespace, reps: int = 200) -> float:
@@ -149,6 +170,16 @@ def enforcer_work_ms(pai: SimpleNamespace, args: argparse.Namespace, reps: int =
     return 1e3 * (time.perf_counter() - t0) / reps
 
 
+def data_alone_ms(pai: SimpleNamespace, data, args: argparse.Namespace, batches: int = 40) -> float:
+    """CPU ms per training batch of `data.train_batches` alone (mid-epoch batches: the epoch plan excluded)."""
+    it = data.train_batches(args.batch_size, 0, 0, torch.device("cpu"))
+    next(it)
+    c0 = time.process_time()
+    for _ in range(batches):
+        next(it)
+    return 1e3 * (time.process_time() - c0) / batches
+
+
 def top_ops(prof, n: int) -> str:
     rows = ["| op | self CPU ms | % | calls |", "|---|---:|---:|---:|"]
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
@@ -157,6 +188,17 @@ def top_ops(prof, n: int) -> str:
         rows.append(f"| `{e.key}` | {e.self_cpu_time_total / 1e3:.1f} | {100 * e.self_cpu_time_total / total:.1f} "
                     f"| {e.count} |")
     return "\n".join(rows)
+
+
+def breakdown(prof, steps: int) -> tuple[dict[str, float], float]:
+    """Per-step CPU ms of the labelled parts of a profiled train() call, and the unlabelled rest."""
+    by_key = {e.key: e for e in prof.key_averages()}
+    total = sum(e.self_cpu_time_total for e in by_key.values()) / 1e3
+    parts = {}
+    for label in (DATA, OPT, "Optimizer.zero_grad#SGD.zero_grad", EVAL, CKPT):
+        e = by_key.get(label)
+        parts[label] = (e.cpu_time_total / 1e3 if e is not None else 0.0) / steps
+    return parts, total / steps
 
 
 def main() -> None:
@@ -169,7 +211,8 @@ def main() -> None:
     ap.add_argument("--num-train", type=int, default=50_000, help="synthetic training set (CIFAR-10 size)")
     ap.add_argument("--num-test", type=int, default=1024, help="test images evaluated at the end of the epoch")
     ap.add_argument("--sparsity", type=float, default=0.9)
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch.set_num_threads; 1 (default) makes process CPU time a fair measure on a shared CPU")
     ap.add_argument("--profile-steps", type=int, default=4, help="steps in the torch.profiler run; 0 = none")
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--out", type=Path, default=None, help="write the markdown report here")
@@ -181,59 +224,95 @@ def main() -> None:
                 "floor": (load_pai(None), None)}
     if args.before is not None:
         variants = {"before": (load_pai(args.before.resolve()), True), **variants}
-    steps: dict[str, list[float]] = {k: [] for k in variants}
-    totals: dict[str, list[float]] = {k: [] for k in variants}
-    fetched: dict[str, int] = {}
+    res_all: dict[str, list[dict]] = {k: [] for k in variants}
     for r in range(args.rounds):
         names = list(variants) if r % 2 == 0 else list(reversed(variants))  # alternate who runs first
         for name in names:
             pai, masked = variants[name]
             res = run_floor(pai, args) if masked is None else run_once(pai, args, masked)
-            steps[name] += res["steps_ms"]
-            totals[name].append(res["total_s"])
-            fetched[name] = res["fetched"]
-            print(f"round {r + 1} {name:16s} step median {statistics.median(res['steps_ms']):8.1f} ms  "
-                  f"train() {res['total_s']:.2f} s", flush=True)
+            res_all[name].append(res)
+            print(f"round {r + 1} {name:16s} CPU {statistics.median(res['cpu']):7.1f} ms/step  "
+                  f"wall {statistics.median(res['wall']):7.1f} ms/step  train() {res['total_s']:.2f} s", flush=True)
 
+    def med(name: str, key: str) -> float:
+        return statistics.median([v for res in res_all[name] for v in res[key]])
+
+    timed = args.steps - args.warmup - 1
     lines = [
         "# One CPU training step of ResNet-20 through `pai.train.loop.train`",
         "",
         f"Command: `python benchmarks/profile_step.py {' '.join(sys.argv[1:])}`",
         "",
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
-        f"(load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())} — shared with other jobs); "
+        f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s), {os.cpu_count()} CPUs shared "
+        f"with other jobs (load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}); "
         f"batch {args.batch_size}, CIFAR-shaped synthetic data ({args.num_train} train / {args.num_test} test), "
-        f"SGD momentum 0.9 wd 5e-4, {args.sparsity:.0%} random global masks, fp32, contiguous. "
-        f"{args.rounds} rounds x {args.steps - args.warmup - 1} timed steps per variant, variants interleaved.",
+        f"SGD lr 0.03 momentum 0.9 wd 5e-4, {args.sparsity:.0%} random global masks (so the mask enforcer runs), "
+        f"fp32, contiguous. {args.rounds} rounds x {timed} timed steps per variant, variants interleaved "
+        "(order alternating). A step = the gap between two batches reaching the loop.",
         "",
-        "| variant | median ms/step | min | max | steps | train() s (incl. setup, eval, checkpoint) "
-        "| batches fetched |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "CPU ms = process CPU time (one thread: the work done, whatever share of the cores the job got); "
+        "wall ms depends on the load of the moment and is shown for completeness.",
+        "",
+        "| variant | median CPU ms/step | median wall ms/step | steps | median train() s | batches fetched |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    med = {k: statistics.median(v) for k, v in steps.items()}
-    for k, v in steps.items():
-        lines.append(f"| {k} | {med[k]:.1f} | {min(v):.1f} | {max(v):.1f} | {len(v)} "
-                     f"| {statistics.median(totals[k]):.2f} | {fetched[k]} |")
+    for k, rs in res_all.items():
+        lines.append(f"| {k} | {med(k, 'cpu'):.1f} | {med(k, 'wall'):.1f} | {sum(len(r['cpu']) for r in rs)} "
+                     f"| {statistics.median(r['total_s'] for r in rs):.2f} | {rs[-1]['fetched']} |")
     lines.append("")
-    if "before" in med:
-        lines.append(f"before / after (median step): **{med['before'] / med['after']:.3f}x**")
-    lines.append(f"mask enforcer cost (after vs after, no masks): {med['after'] - med['after, no masks']:+.1f} ms/step "
-                 f"({100 * (med['after'] / med['after, no masks'] - 1):+.1f} %)")
-    lines.append(f"loop overhead over the floor (after vs floor): {med['after'] - med['floor']:+.1f} ms/step "
-                 f"({100 * (med['after'] / med['floor'] - 1):+.1f} %)")
-    lines.append(f"mask enforcer work timed alone: {enforcer_work_ms(variants['after'][0], args):.2f} ms/step")
+    lines.append("`floor` = forward + backward + SGD step of the same model on one fixed batch: no data pipeline, "
+                 "no masks, no bookkeeping.")
+    lines.append("")
+    if "before" in res_all:
+        paired = [statistics.median(b["cpu"]) / statistics.median(a["cpu"])
+                  for b, a in zip(res_all["before"], res_all["after"], strict=True)]
+        lines.append(f"- before / after, CPU time per step: **{med('before', 'cpu') / med('after', 'cpu'):.3f}x** "
+                     f"(per round: {', '.join(f'{x:.3f}' for x in paired)})")
+    if "before" in res_all:
+        sets = {k: variants[k][0].synthetic.build_synthetic(num_train=args.num_train, num_test=10)
+                for k in ("before", "after")}
+        alone: dict[str, list[float]] = {"before": [], "after": []}
+        for r in range(2 * args.rounds):
+            for k in (("before", "after") if r % 2 == 0 else ("after", "before")):
+                alone[k].append(data_alone_ms(variants[k][0], sets[k], args))
+        b, a = statistics.median(alone["before"]), statistics.median(alone["after"])
+        lines.append(f"- data path alone (`train_batches`, batch {args.batch_size}, CPU ms per batch, median of "
+                     f"{2 * args.rounds} interleaved runs of 40 batches): before {b:.2f}, after {a:.2f} "
+                     f"(**{b / a:.1f}x**)")
+    lines.append(f"- loop overhead over the floor (after vs floor): {med('after', 'cpu') - med('floor', 'cpu'):+.1f} "
+                 f"CPU ms/step ({100 * (med('after', 'cpu') / med('floor', 'cpu') - 1):+.1f} %)")
+    lines.append(f"- mask enforcer, whole-step difference (after vs after, no masks): "
+                 f"{med('after', 'cpu') - med('after, no masks', 'cpu'):+.1f} CPU ms/step")
+    lines.append(f"- mask enforcer work timed alone (grad multiplies + post-step re-multiply): "
+                 f"{enforcer_work_ms(variants['after'][0], args):.2f} ms/step")
     lines.append("")
     if args.profile_steps:
         from torch.profiler import ProfilerActivity, profile
 
         prof_args = argparse.Namespace(**{**vars(args), "steps": args.profile_steps, "num_test": 256})
-        for name in [k for k in variants if k in ("before", "after")]:
+        profiled = [k for k in variants if k in ("before", "after")]
+        tables, parts = {}, {}
+        for name in profiled:
             pai, masked = variants[name]
             prof = profile(activities=[ProfilerActivity.CPU])
             run_once(pai, prof_args, masked, profiler=prof)
-            lines += [f"## Profile, {name}: top ops by self CPU time", "",
-                      f"One `train()` call: {args.profile_steps} steps of batch {args.batch_size} + evaluation "
-                      "of 256 test images + checkpoint.", "", top_ops(prof, args.top), ""]
+            tables[name] = top_ops(prof, args.top)
+            parts[name] = breakdown(prof, args.profile_steps)
+        lines += [
+            f"## Where a step goes (torch.profiler, one `train()` call of {args.profile_steps} steps + evaluation "
+            "of 256 test images + checkpoint; CPU ms per step)",
+            "",
+            "| part | " + " | ".join(profiled) + " |",
+            "|---|" + "---:|" * len(profiled),
+        ]
+        for label in parts[profiled[0]][0]:
+            lines.append(f"| `{label}` | " + " | ".join(f"{parts[n][0][label]:.2f}" for n in profiled) + " |")
+        lines.append("| model forward + backward, loss, bookkeeping (the rest) | " + " | ".join(
+            f"{parts[n][1] - sum(parts[n][0].values()):.1f}" for n in profiled) + " |")
+        lines.append("| all | " + " | ".join(f"{parts[n][1]:.1f}" for n in profiled) + " |")
+        lines.append("")
+        for name in profiled:
+            lines += [f"## Top ops by self CPU time, {name}", "", tables[name], ""]
     report = "\n".join(lines)
     print(report)
     if args.out:

@@ -131,6 +131,9 @@ def summarize(sweep_dir: str | Path) -> tuple[list[str], int]:
             f"    run dir: {r.get('run_dir') or '(none: the config failed before the run started)'}",
             f"    log:     {r.get('log_file')}",
         ]
+    if counts.get("busy"):
+        lines.append("busy = another job was running the same run directory (e.g. the dense baseline, one run for "
+                     "every sparsity); its own record says how it ended.")
     for job_dir in missing:
         lines.append(f"NO RECORD: job dir {job_dir} (the job was killed, or is still running)")
     if failed or missing:

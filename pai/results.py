@@ -6,12 +6,15 @@ experiment: logger, output/data roots, device, caching), so relaunching a sweep 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -57,6 +60,22 @@ class RunPaths:
 
     def checkpoint_state(self) -> dict | None:
         return load_checkpoint(self.checkpoint)
+
+    def try_lock(self) -> IO | None:
+        """An exclusive lock on the run directory (flock on `.lock`, released when the file is closed or the
+        process dies), or None when another live process holds it: two jobs of one config (e.g. the dense
+        baseline, which every sparsity of a sweep maps to one run) never train into the same directory."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        f = open(self.dir / ".lock", "a+")  # the caller closes it
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            return None
+        f.truncate(0)
+        f.write(f"{socket.gethostname()} pid {os.getpid()} slurm {os.environ.get('SLURM_JOB_ID', '-')}\n")
+        f.flush()
+        return f
 
     def identity(self, cfg: DictConfig, criterion: Criterion) -> dict:
         return {

@@ -52,11 +52,17 @@ def run(cfg: DictConfig) -> dict:
     sparsity = check_sparsity(cfg.sparsity) if criterion.prunes else 0.0
     device = resolve_device(cfg.device)
     paths = run_paths(cfg, criterion)
+    tracker = build(cfg.logger, "logger")
+    lock = paths.try_lock()
+    if lock is None:  # another job is running this very config right now: do not train it twice
+        holder = (paths.dir / ".lock").read_text().strip()
+        log.warning("skipping run %s: another job is running it (%s)", paths.dir, holder)
+        return {**paths.identity(cfg, criterion), "status": "busy", "skipped": True, "test_acc": None}
     previous = read_results(paths.results)
     if previous and previous.get("status") == "done":
+        lock.close()
         log.info("skipping finished run %s (test_acc %.4f)", paths.dir, previous["test_acc"])
         return {**previous, "skipped": True}
-    tracker = build(cfg.logger, "logger")
     results = {**paths.identity(cfg, criterion), "sparsity": cfg.sparsity, "status": "running"}
     failed = True
     try:
@@ -77,7 +83,10 @@ def run(cfg: DictConfig) -> dict:
             tracker.summary(results)
         raise
     finally:
-        tracker.finish(failed=failed)
+        try:
+            tracker.finish(failed=failed)
+        finally:
+            lock.close()
 
 
 def _pipeline(cfg, criterion: Criterion, sparsity: float, device, paths: RunPaths, tracker) -> dict:

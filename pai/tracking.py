@@ -86,8 +86,7 @@ class WandbTracker(Tracker):
         collapsed = list(info.get("collapsed_layers", []))
         table = wandb.Table(columns=["layer", "density", "collapsed"],
                             data=[[n, float(d), n in collapsed] for n, d in density.items()])
-        scalars = {f"prune/{k}": v for k, v in info.items()
-                   if isinstance(v, Number) and not isinstance(v, bool) and k != "collapsed_layers"}
+        scalars = {f"prune/{k}": v for k, v in info.items() if isinstance(v, Number)}  # incl. cache_hit
         self._run.log({**scalars, "prune/layer_density": table, "prune/collapsed_layers": len(collapsed)}, step=0)
         self._run.summary["prune/collapsed_layer_names"] = collapsed
 

@@ -40,7 +40,9 @@ except ImportError:  # imported as a package (pytest --import-mode=importlib)
 from pai.errors import PaiConfigError
 from pai.pruning.criteria.base import Criterion
 from pai.pruning.criteria.hutchinson import HutchDiag
+from pai.pruning.masks import kept_count, prunable_weights
 from pai.pruning.per_sample import gradient_moments
+from pai.pruning.prune import prune_masks
 
 FAST_PATHS = {"grad_norm": ["fast", "batched", "hooks", "vmap"], "snip": ["fast", "batched", "hooks", "vmap"],
               "fisher_diag": ["fast", "hooks", "vmap"], "fisher_pruner": ["fast", "hooks", "vmap"],
@@ -164,6 +166,18 @@ def test_hooks_fall_back_when_a_weight_is_used_outside_its_module():
     rel_close(fast[1], ref[1], 1e-10)
 
 
+def test_hooks_fall_back_when_a_layer_output_is_modified_in_place():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3), nn.ReLU(inplace=True),
+                        nn.Flatten(), nn.LazyLinear(3)).double()
+    x, y = batch(5, classes=3)
+    net(x)
+    names = list(Criterion.weights(net))
+    ref = gradient_moments(net, names, x, y, path="loop")
+    with pytest.raises(RuntimeError, match="differs from autograd"):
+        gradient_moments(net, names, x, y, path="hooks")
+    rel_close(gradient_moments(net, names, x, y)[1], ref[1], 1e-10)
+
+
 def test_batch_statistics_bn_uses_a_per_group_path():
     """BN without running statistics couples the samples of a batch: fast must still equal the loop."""
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False), nn.Flatten(),
@@ -173,6 +187,7 @@ def test_batch_statistics_bn_uses_a_per_group_path():
     names = list(Criterion.weights(net))
     ref = gradient_moments(net, names, x, y, batch_size=2, path="loop")
     rel_close(gradient_moments(net, names, x, y, batch_size=2)[1], ref[1], 1e-8)
+    rel_close(gradient_moments(net, names, x, y, batch_size=2, squares=False)[0], ref[0], 1e-8)
 
 
 @pytest.mark.parametrize("conv", [
@@ -211,3 +226,40 @@ def test_hook_gradients_for_conv1d_and_sequence_linear():
     ref = gradient_moments(net, names, x, y, path="loop")
     got = gradient_moments(net, names, x, y, path="hooks")
     rel_close(got[1], ref[1], 1e-10)
+
+
+@pytest.mark.parametrize("schedule", ["exponential", "linear"])
+@pytest.mark.parametrize("code", ALL_SCORING)
+def test_rounds_and_schedules_work_for_every_criterion(code, schedule):
+    net = small_net()
+    x, y = batch(4)
+    names = list(prunable_weights(net))
+    before = snapshot(net)
+    crit = make_criterion(code, **({"num_probes": 2} if code in HUTCHINSON else {}))
+    masks = prune_masks(crit, net, x, y, names, 0.8, rounds=3, schedule=schedule)
+    total = sum(m.numel() for m in masks.values())
+    assert sum(int(m.sum()) for m in masks.values()) == kept_count(total, 0.8)
+    assert_untouched(net, before)
+
+
+def test_rounds_rescore_the_masked_network():
+    """Each round scores a copy with the previous round's pruned weights at zero; those stay pruned."""
+    seen = []
+
+    class Spy(Criterion):
+        name = "spy"
+
+        def score(self, model, inputs, targets):
+            weights = self.weights(model)
+            seen.append({n: w.detach().clone() for n, w in weights.items()})
+            return {n: w.detach().abs() + torch.rand(w.shape, dtype=w.dtype) for n, w in weights.items()}
+
+    net = small_net()
+    names = list(prunable_weights(net))
+    final = prune_masks(Spy(), net, *batch(2), names, 0.9, rounds=3, schedule="linear")
+    assert len(seen) == 3
+    for earlier, later in zip(seen, seen[1:], strict=False):
+        newly_zero = {n: (later[n] == 0) & (earlier[n] != 0) for n in names}
+        assert sum(int(z.sum()) for z in newly_zero.values()) > 0
+    for n in names:
+        assert not final[n][seen[2][n] == 0].any()  # pruned in an earlier round: still pruned

@@ -93,8 +93,8 @@ def test_preset_smoke_one_step(preset, tmp_path):
         f"experiment={preset}", "dataset=synthetic", f"dataset.num_classes={classes}",
         f"dataset.in_channels={channels}", f"dataset.image_size={size}", f"dataset.num_train={max(64, classes)}",
         "dataset.num_test=16", "train.epochs=1", "train.steps_per_epoch=1", "train.batch_size=8",
-        "train.eval_batch_size=16", "prune.samples_per_class=1", f"pruner={SMOKE_PRUNER[preset]}", f"sparsity={sparsities[1]}",
-        f"prune.bn_warmup={preset in WARMUP_SMOKE}", "logger=none", f"out_root={tmp_path}",
+        "train.eval_batch_size=16", "prune.samples_per_class=1", f"pruner={SMOKE_PRUNER[preset]}",
+        f"sparsity={sparsities[1]}", f"prune.bn_warmup={preset in WARMUP_SMOKE}", "logger=none", f"out_root={tmp_path}",
     ], hydra_node=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -144,6 +144,7 @@ def test_loop_lays_out_model_channels_last_when_asked(tmp_path: Path) -> None:
 
 
 # ---- torch.compile -----------------------------------------------------------------------------------------
+@pytest.mark.slow  # inductor compiles forward and backward with the C++ compiler: 1-3 min on this 2-core CPU
 def test_compile_trains_two_steps_on_cpu(tmp_path: Path) -> None:
     torch._dynamo.reset()
     model = small_model()
@@ -176,7 +177,7 @@ def test_evaluate_uses_large_batches_under_inference_mode_and_restores_mode() ->
         logits = torch.cat([model(x) for x, _ in data.test_batches(256, CPU)])
         y = torch.cat([y for _, y in data.test_batches(256, CPU)])
     assert loss == pytest.approx(float(nn.functional.cross_entropy(logits, y)), rel=1e-6)
-    assert acc == float((logits.argmax(1) == y).float().mean())
+    assert acc == int((logits.argmax(1) == y).sum()) / 300
 
 
 class CountingData:

@@ -120,6 +120,7 @@ def test_offline_run_logs_config_metrics_masks_and_summary(run_launch, tmp_path)
     assert prune["prune/sparsity_achieved"] == pytest.approx(res["sparsity_achieved"])
     assert prune["prune/collapsed_layers"] == len(res["collapsed_layers"])
     assert prune["prune/num_prunable"] == res["num_prunable"] and "prune/score_seconds" in prune
+    assert prune["prune/cache_hit"] == res["cache_hit"]
     assert prune["prune/layer_density"]["_type"] == "table-file"
     (table_file,) = run.dir.glob("files/media/table/prune/layer_density_*.table.json")
     table = json.loads(table_file.read_text())

@@ -9,6 +9,8 @@ with per-sample groups, Σ_i (δ_iᵀ a_i)² = (δ²)ᵀ(a²), so its squares co
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,12 +36,16 @@ def _owners(model: nn.Module, names: list[str]) -> dict[str, nn.Module] | None:
     return owners
 
 
+def samples_independent(model: nn.Module) -> bool:
+    """False when a BN layer normalises over the batch even in eval mode (no running statistics): then the
+    samples of a batch interact and only a per-group path (loop, vmap) keeps the reference semantics."""
+    return all(m.track_running_stats for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+
+
 def hooks_supported(model: nn.Module, names: list[str]) -> bool:
     owners = _owners(model, names)
-    if owners is None or not all(isinstance(m, SUPPORTED) for m in owners.values()):
-        return False
-    # BN without running statistics normalises over the batch even in eval mode: samples would interact.
-    return all(m.track_running_stats for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+    return owners is not None and all(isinstance(m, SUPPORTED) for m in owners.values()) and \
+        samples_independent(model)
 
 
 class HookGrads:
@@ -48,6 +54,7 @@ class HookGrads:
         if owners is None:
             raise ValueError("hook-based gradients need '<module>.weight' names")
         self.obj, self.owners = obj, owners
+        self.scratch = _Scratch()
 
     def moments(self, x: Tensor, y: Tensor, b: int, squares: bool, check: bool) -> tuple[Grads, Grads]:
         """Sums over this chunk's groups (of `b` samples each) of the group gradient and of its square.
@@ -67,7 +74,8 @@ class HookGrads:
         sums, sqs = {}, {}
         for n, recs in records.items():
             pairs = [(a, d) for (a, _), d in zip(recs, deltas, strict=False) if d is not None]
-            sums[n], sqs[n] = _layer_moments(self.owners[n], pairs, c, b, squares, self.obj.weights[n])
+            sums[n], sqs[n] = _layer_moments(self.owners[n], pairs, c, b, squares, self.obj.weights[n],
+                                             self.scratch)
         if check:
             _check(sums, dict(zip(w, got[len(outs):], strict=True)))
         return sums, sqs
@@ -81,26 +89,48 @@ def _recorder(store: list):
 
 
 def _layer_moments(m: nn.Module, pairs: list[tuple[Tensor, Tensor]], c: int, b: int, squares: bool,
-                   weight: Tensor) -> tuple[Tensor, Tensor | None]:
+                   weight: Tensor, scratch: _Scratch) -> tuple[Tensor, Tensor | None]:
     if not pairs:  # the layer does not reach the loss
         return torch.zeros_like(weight), (torch.zeros_like(weight) if squares else None)
     if isinstance(m, nn.Linear) and len(pairs) == 1 and b == 1 and pairs[0][0].dim() == 2:
         a, d = pairs[0]
         return d.T @ a, ((d * d).T @ (a * a) if squares else None)
-    grads = sum(_group_grads(m, a, d, c, b) for a, d in pairs)  # a layer called twice: contributions add
-    return grads.sum(0), (grads.square().sum(0) if squares else None)
+    grads = _group_grads(m, *pairs[0], c, b, scratch)
+    if len(pairs) > 1:  # a layer called twice: contributions add (the first leaves the shared buffer)
+        grads = grads.clone()
+        for a, d in pairs[1:]:
+            grads += _group_grads(m, a, d, c, b, scratch)
+    # In place: squaring a fresh copy of a large temporary costs more than the square (page faults).
+    return grads.sum(0), (grads.square_().sum(0) if squares else None)
 
 
-def _group_grads(m: nn.Module, a: Tensor, d: Tensor, c: int, b: int) -> Tensor:
-    """{(c, *weight.shape)}: the weight gradient of each of the c groups of b samples."""
+def _group_grads(m: nn.Module, a: Tensor, d: Tensor, c: int, b: int, scratch: _Scratch) -> Tensor:
+    """(c, *weight.shape): the weight gradient of each of the c groups of b samples, written into `scratch`."""
     if isinstance(m, nn.Linear):
-        a = a.reshape(c, b, -1, a.shape[-1])
-        d = d.reshape(c, b, -1, d.shape[-1])
-        return torch.einsum("cbto,cbti->coi", d, a)
-    g = m.groups
-    patches = _patches(m, a).reshape(c, b, g, -1, d[0, 0].numel())  # (c, b, groups, C_in/groups·k, L)
-    d = d.reshape(c, b, g, d.shape[1] // g, -1)
-    return torch.einsum("cbgol,cbgkl->cgok", d, patches).reshape(c, *m.weight.shape)
+        a = a.reshape(c, -1, a.shape[-1])  # (c, b·positions, in)
+        d = d.reshape(c, -1, d.shape[-1])
+        return torch.bmm(d.transpose(1, 2), a, out=scratch.take((c, d.shape[-1], a.shape[-1]), a))
+    g, co, length = m.groups, d.shape[1], d[0, 0].numel()
+    # (c·groups, C_in/groups·k, b·L) patches and (c·groups, C_out/groups, b·L) output gradients
+    patches = _patches(m, a).reshape(c, b, g, -1, length).permute(0, 2, 3, 1, 4).reshape(c * g, -1, b * length)
+    d = d.reshape(c, b, g, co // g, length).permute(0, 2, 3, 1, 4).reshape(c * g, co // g, b * length)
+    out = scratch.take((c * g, co // g, patches.shape[1]), a)
+    return torch.bmm(d, patches.transpose(1, 2), out=out).view(c, *m.weight.shape)
+
+
+class _Scratch:
+    """One reusable buffer for the per-group gradients of the layer at hand: writing into fresh memory costs
+    more than the product itself on a CPU (page faults), and only one layer's gradients are alive at a time."""
+
+    def __init__(self) -> None:
+        self.buf: Tensor | None = None
+
+    def take(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        n = math.prod(shape)
+        buf = self.buf
+        if buf is None or buf.numel() < n or buf.dtype != like.dtype or buf.device != like.device:
+            buf = self.buf = torch.empty(n, dtype=like.dtype, device=like.device)
+        return buf[:n].view(shape)
 
 
 def _patches(m: nn.Module, a: Tensor) -> Tensor:

@@ -7,11 +7,13 @@ batch"; 1 = per-sample). Paths, all giving the same numbers up to rounding:
 - vmap: `torch.func.vmap(grad(...))` over `chunk_size` groups at once.
 - hooks: one batched forward/backward per chunk that returns only the layers' output gradients δ; each group's
   weight gradient is then formed from the saved layer inputs a (Linear: Σ δᵀa; Conv: δ times the input
-  patches), as BackPACK does. On a CPU this is the fastest (vmap alone does not beat the loop there).
+  patches), as BackPACK does. On a CPU this is the fastest: about one batched forward+backward on ResNet-18,
+  where vmap is slower than the loop (benchmarks/results/scoring_cpu.md).
 - batched (only when F is not needed): g is linear in the samples, so one weighted batched backward gives it.
 - fast: batched without squares; else hooks, falling back to vmap when the model has a layer the hooks do not
   handle or their self-check (first chunk vs. autograd's batched gradient) fails.
-Eval mode makes every sample independent (BN uses running statistics), which all vectorised paths rely on.
+Eval mode makes every sample independent (BN uses running statistics), which batched and hooks rely on; a BN
+without running statistics couples a batch's samples, and fast then takes vmap (one group per call).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch import Tensor, nn
 from torch.func import grad, vmap
 
 from pai.pruning.curvature import Grads, Objective, grads_of, group_chunks, num_groups, scoring_mode
-from pai.pruning.hook_grads import HookCheckError, HookGrads, hooks_supported
+from pai.pruning.hook_grads import HookCheckError, HookGrads, hooks_supported, samples_independent
 
 log = logging.getLogger(__name__)
 PATHS = ("fast", "hooks", "vmap", "loop", "batched")
@@ -38,7 +40,7 @@ def gradient_moments(model: nn.Module, names: list[str], inputs: Tensor, targets
     with scoring_mode(model):
         obj = Objective(model, names, temperature)
         if path == "fast":
-            path = "batched" if not squares else ("hooks" if hooks_supported(model, names) else "vmap")
+            path = _fast_path(model, names, squares)
         if path == "batched" and squares:
             raise ValueError("path='batched' gives only the mean gradient; squared gradients need another path")
         try:
@@ -51,6 +53,14 @@ def gradient_moments(model: nn.Module, names: list[str], inputs: Tensor, targets
         groups = num_groups(inputs.shape[0], batch_size)
         g = {k: v / groups for k, v in sums[0].items()}
         return g, ({k: v / groups for k, v in sums[1].items()} if squares else None)
+
+
+def _fast_path(model: nn.Module, names: list[str], squares: bool) -> str:
+    if not samples_independent(model):
+        return "vmap"
+    if not squares:
+        return "batched"
+    return "hooks" if hooks_supported(model, names) else "vmap"
 
 
 def _moments(obj: Objective, model: nn.Module, x: Tensor, y: Tensor, b: int, path: str, chunk_size: int,
@@ -70,7 +80,7 @@ def _moments(obj: Objective, model: nn.Module, x: Tensor, y: Tensor, b: int, pat
         else:
             per_group = _loop_grads(obj, xc, yc) if path == "loop" else _vmap_grads(obj, xc, yc, bs)
             cs = {k: v.sum(0) for k, v in per_group.items()}
-            cq = {k: v.square().sum(0) for k, v in per_group.items()} if squares else {}
+            cq = {k: v.square_().sum(0) for k, v in per_group.items()} if squares else {}  # temporaries
         for k in s:
             s[k] += cs[k]
             if squares:
