@@ -1,6 +1,7 @@
 """The pipeline end to end on embedded data: results, skipping, reproducibility, bad input."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,8 +79,9 @@ def test_a_failing_run_records_failed_not_done(tmp_path):
 
 
 def launch(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two threads on a shared 2-core machine run slower
     return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=600, env=env)
 
 
 @pytest.mark.parametrize(
@@ -119,15 +121,16 @@ def test_help_and_cfg_job():
 def test_fashion_mnist_magnitude_run(tmp_path):
     if not Path("/usr/share/datasets/fashion-mnist").exists():
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
-    args = ["dataset=fashion_mnist", "model=resnet20", "pruner=magnitude", "sparsity=0.9", "train=quick",
-            "train.epochs=1", "train.steps_per_epoch=150", "logger=none", f"data_root={tmp_path / 'data'}"]
+    args = ["dataset=fashion_mnist", "model=resnet20", "model.width=0.5", "pruner=magnitude", "sparsity=0.9",
+            "train=quick", "train.epochs=1", "train.steps_per_epoch=100", "logger=none", f"data_root={tmp_path / 'data'}"]
     first = launch(*args, f"out_root={tmp_path / 'a'}")
     assert first.returncode == 0, first.stderr[-3000:]
     (path,) = (tmp_path / "a").rglob("results.json")
     res = json.loads(path.read_text())
     assert abs(res["sparsity_achieved"] - 0.9) <= 1 / res["num_prunable"]
-    assert res["test_acc"] > 0.5  # chance is 0.1
-    assert "skipping finished run" in launch(*args, f"out_root={tmp_path / 'a'}").stderr
+    assert res["test_acc"] > 0.4  # chance is 0.1
+    rerun = launch(*args, f"out_root={tmp_path / 'a'}")
+    assert "skipping finished run" in rerun.stdout + rerun.stderr
     launch(*args, f"out_root={tmp_path / 'b'}")
     (again,) = (tmp_path / "b").rglob("results.json")
     assert json.loads(again.read_text())["test_acc"] == res["test_acc"]
