@@ -74,13 +74,25 @@ def test_default_rounds_keep_every_layer_of_a_plain_chain():
 
 
 @pytest.mark.slow
-def test_resnet50_is_finite_and_keeps_every_layer_at_sparsity_0_9():
-    """100 rounds of a float64 forward/backward of ResNet-50 at 32 px, batch 1 (about 12 min on the 2-core
-    CPU this was written on: ~7 s per round, most of it the forward/backward, ~3 s the global top-k)."""
+def test_resnet50_is_finite_and_keeps_every_path_at_sparsity_0_9():
+    """100 rounds of a float64 forward/backward of ResNet-50 at 32 px, batch 1: about 20 min on the 2-core CPU
+    this was written on (per round ~5-7 s forward/backward plus ~3-7 s for the global top-k over 23.5M weights).
+
+    Measured: scores finite; every layer keeps weights except the four 1x1 projection shortcuts
+    (layer{1,2,3,4}.0.shortcut.0), which SynFlow empties: their flow is orders of magnitude below that of the
+    three-conv bottleneck branch beside them, so the network stays connected through the branch. (The SynFlow
+    authors' code does not prune residual connections by default; here every conv is prunable.)
+    """
     torch.manual_seed(0)
     net = resnet50(10)
     t0 = time.perf_counter()
     scores = SynFlow().score(net, torch.zeros(1, 3, 32, 32), None)
     assert all(torch.isfinite(s).all() for s in scores.values())
-    check_synflow_masks(net, 32)
-    print(f"ResNet-50 SynFlow, 100 rounds: {time.perf_counter() - t0:.0f} s")
+    names = list(prunable_weights(net))
+    masks = prune_masks(SynFlow(), net, torch.zeros(1, 3, 32, 32), None, names, 0.9)
+    total = sum(m.numel() for m in masks.values())
+    assert sum(int(m.sum()) for m in masks.values()) == kept_count(total, 0.9)
+    shortcuts = {n for n in names if ".shortcut." in n}
+    assert set(collapsed_layers(masks)) <= shortcuts
+    assert all(masks[n].any() for n in names if n not in shortcuts)
+    print(f"ResNet-50 SynFlow, 100 rounds: {time.perf_counter() - t0:.0f} s; collapsed {collapsed_layers(masks)}")

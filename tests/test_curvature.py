@@ -86,6 +86,8 @@ def test_hutchinson_paths_draw_the_same_probes(batch_size):
     g1, h1 = hutchinson(net, names, x, y, path="vmap", chunk_size=3, **kw)
     torch.testing.assert_close(flat(h1), flat(h0), rtol=1e-9, atol=1e-9 * float(flat(h0).abs().max()))
     torch.testing.assert_close(flat(g1), flat(g0), rtol=1e-9, atol=0)
+    _, h3 = hutchinson(net, names, x, y, path="fast", chunk_size=2, **kw)  # mixes vmap and loop chunks
+    torch.testing.assert_close(flat(h3), flat(h0), rtol=1e-9, atol=1e-9 * float(flat(h0).abs().max()))
     _, h2 = hutchinson(net, names, x, y, path="vmap", **{**kw, "seed": 10})
     assert not torch.allclose(flat(h2), flat(h0))
 

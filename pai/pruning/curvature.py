@@ -9,6 +9,7 @@ First-order moments (per-sample gradients) live in `pai.pruning.per_sample`.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 
 import torch
@@ -108,31 +109,53 @@ class RademacherProbes:
 
 def hutchinson(model: nn.Module, names: list[str], inputs: Tensor, targets: Tensor, *, temperature: float,
                batch_size: int, num_probes: int, seed: int, path: str = "fast",
-               chunk_size: int = 4) -> tuple[Grads, Grads]:
+               chunk_size: int = 2) -> tuple[Grads, Grads]:
     """(g, H_d): the mean group gradient and the Hutchinson Hessian diagonal, the mean over groups and probes of
     z ⊙ (H z), where H is the Hessian of a group's mean loss and every group has its own probes.
 
-    loop: batch-1 reference (one graph per group, one HVP per probe). fast/vmap: vmapped over `chunk_size`
-    groups and their probes (reverse-over-reverse: one gradient graph per group, probes batched through it);
-    the probes are the same as the loop's, so the estimator is the same, not just its expectation.
+    loop: batch-1 reference (one graph per group, one HVP per probe). vmap: vmapped over `chunk_size` groups
+    and their probes (reverse-over-reverse: one gradient graph per group, the probes batched through it).
+    Both draw the same probes for the same group, so they give the same estimate up to rounding, and fast can
+    mix them: it times one chunk of groups on each and keeps the faster (vmap on small nets such as ResNet-20;
+    on a CPU the loop on ResNet-18, where vmapped HVPs of large convolutions are slow and memory-hungry).
     """
     with scoring_mode(model):
         obj = Objective(model, names, temperature)
         probes = RademacherProbes(obj.weights, num_probes, seed)
         g_sum, h_sum = obj.zeros(), obj.zeros()
-        n = inputs.shape[0]
-        for start, stop, b in group_chunks(n, batch_size, 1 if path == "loop" else chunk_size):
+        per_group: dict[str, float] = {}  # seconds per group of each path, measured once (fast)
+        if path == "fast":
+            vmap(grad(lambda t: (t * t).sum()))(torch.zeros(2, 1))  # functorch's one-time setup, not timed
+        for start, stop, b in group_chunks(inputs.shape[0], batch_size, chunk_size):
             c = (stop - start) // b
             zs = [probes.draw() for _ in range(c)]
-            if path == "loop":
-                g, h = _loop_group(obj, inputs[start:stop], targets[start:stop], zs[0])
+            mode = path if path != "fast" else _pick(per_group)
+            t0 = _now(inputs)
+            if mode == "loop":
+                parts = [_loop_group(obj, inputs[start + j * b:start + (j + 1) * b],
+                                     targets[start + j * b:start + (j + 1) * b], zs[j]) for j in range(c)]
             else:
-                g, h = _vmap_groups(obj, inputs[start:stop], targets[start:stop], b, zs)
-            for k in g_sum:
-                g_sum[k] += g[k]
-                h_sum[k] += h[k]
-        groups = num_groups(n, batch_size)
+                parts = [_vmap_groups(obj, inputs[start:stop], targets[start:stop], b, zs)]
+            per_group.setdefault(mode, (_now(inputs) - t0) / c)
+            for g, h in parts:
+                for k in g_sum:
+                    g_sum[k] += g[k]
+                    h_sum[k] += h[k]
+        groups = num_groups(inputs.shape[0], batch_size)
         return {k: v / groups for k, v in g_sum.items()}, {k: v / (groups * num_probes) for k, v in h_sum.items()}
+
+
+def _pick(per_group: dict[str, float]) -> str:
+    for mode in ("vmap", "loop"):  # time each once, then keep the faster
+        if mode not in per_group:
+            return mode
+    return min(per_group, key=per_group.get)
+
+
+def _now(like: Tensor) -> float:
+    if like.is_cuda:
+        torch.cuda.synchronize(like.device)
+    return time.perf_counter()
 
 
 def _loop_group(obj: Objective, x: Tensor, y: Tensor, z: Grads) -> tuple[Grads, Grads]:

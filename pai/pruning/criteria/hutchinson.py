@@ -2,9 +2,10 @@
 Hessian diagonal (E[z_i z_j] = δ_ij), `num_probes` probes per group (10 in the paper). The paper divides the
 logits by T = 200 for all three (and for g_T in HTS).
 
-fast = vmapped per-group Hessian-vector products with the loop's very probes: the same estimator, not only the
+vmap = vmapped per-group Hessian-vector products with the loop's very probes: the same estimator, not only the
 same expectation, so its variance is the reference's, per coordinate Σ_i Σ_{l≠j} (H_i)_jl² / (N² · num_probes)
-(tests/test_curvature.py checks both paths against it); `loop` is the batch-1 reference. Probes come from their
+(tests/test_curvature.py checks both paths against it); `loop` is the batch-1 reference; fast times both on the
+first groups and keeps the faster (pai.pruning.curvature.hutchinson). Probes come from their
 own stream seeded by `seed`. That variance is large: on ResNet-20 with N = 100 and 10 probes, two probe seeds
 give H_d estimates about as different as two unrelated vectors (benchmarks/results/scoring_cpu.md).
 """
@@ -22,7 +23,7 @@ class _Hutchinson(SampleCriterion):
     paths = ("fast", "vmap", "loop")
 
     def __init__(self, temperature: float = 200.0, score_batch_size: int = 1, path: str = "fast",
-                 chunk_size: int = 4, num_probes: int = 10, seed: int = 0):
+                 chunk_size: int = 2, num_probes: int = 10, seed: int = 0):
         super().__init__(temperature, score_batch_size, path, chunk_size)
         if num_probes < 1:
             raise PaiConfigError(f"pruner.num_probes={num_probes} must be >= 1 (pruner={self.name})")
@@ -34,7 +35,7 @@ class _Hutchinson(SampleCriterion):
         weights = self.weights(model)
         g, h = hutchinson(model, list(weights), inputs, targets, temperature=self.temperature,
                           batch_size=self.score_batch_size, num_probes=self.num_probes, seed=self.seed,
-                          path="loop" if self.path == "loop" else "vmap", chunk_size=self.chunk_size)
+                          path=self.path, chunk_size=self.chunk_size)
         return {n: w.detach() for n, w in weights.items()}, g, h
 
 
