@@ -19,9 +19,9 @@ from pai.pruning.masks import prunable_weights
 from pai.pruning.pipeline import score_and_mask
 
 try:
-    from test_criteria_common import ROOT
+    from test_criteria_common import ROOT, one_thread  # noqa: F401 (autouse fixture)
 except ImportError:
-    from tests.test_criteria_common import ROOT
+    from tests.test_criteria_common import ROOT, one_thread  # noqa: F401
 
 CPU = torch.device("cpu")
 TINY = ["dataset=synthetic", "dataset.image_size=8", "dataset.num_train=80", "dataset.num_classes=4",
@@ -107,7 +107,7 @@ def test_key_covers_what_scores_depend_on(tmp_path):
 
 
 def test_multi_round_scoring_and_cache_off_write_nothing(tmp_path, count_scores):
-    for extra in (["prune.rounds=2"], ["prune.cache=false"], ["pruner=synflow"]):
+    for extra in (["prune.rounds=2"], ["prune.cache=false"], ["pruner=synflow", "prune.rounds=3"]):
         cfg = make_cfg(tmp_path, "pruner=snip", *extra)
         _, info, _ = run(cfg)
         _, info, _ = run(cfg)

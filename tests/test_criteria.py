@@ -17,6 +17,7 @@ try:
         assert_untouched,
         batch,
         make_criterion,
+        one_thread,  # noqa: F401 (autouse fixture)
         pruner_cfg,
         rel_close,
         small_net,
@@ -31,6 +32,7 @@ except ImportError:  # imported as a package (pytest --import-mode=importlib)
         assert_untouched,
         batch,
         make_criterion,
+        one_thread,  # noqa: F401 (autouse fixture)
         pruner_cfg,
         rel_close,
         small_net,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -55,6 +56,16 @@ def small_net(seed: int = 0, dtype: torch.dtype = torch.float64) -> SmallNet:
 def batch(n: int = 12, seed: int = 1, dtype: torch.dtype = torch.float64, size: int = 6, classes: int = 4):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 3, size, size, generator=g, dtype=dtype), torch.randint(0, classes, (n,), generator=g)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny nets run faster on one thread: on two (shared) cores the many small kernels wait on each other.
+    Import this fixture into a test module to use it."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @functools.cache

@@ -14,6 +14,11 @@ from pai.pruning.criteria.synflow import SynFlow
 from pai.pruning.masks import apply_masks, collapsed_layers, kept_count, make_masks, prunable_weights
 from pai.pruning.prune import prune_masks
 
+try:
+    from test_criteria_common import one_thread  # noqa: F401 (autouse fixture)
+except ImportError:
+    from tests.test_criteria_common import one_thread  # noqa: F401
+
 
 def deep_mlp(depth: int = 80) -> nn.Module:
     torch.manual_seed(0)

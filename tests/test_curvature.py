@@ -15,6 +15,11 @@ from pai.pruning.curvature import RademacherProbes, group_chunks, hessian_gradie
 from pai.pruning.masks import kept_count
 from pai.pruning.prune import select_masks
 
+try:
+    from test_criteria_common import one_thread  # noqa: F401 (autouse fixture)
+except ImportError:
+    from tests.test_criteria_common import one_thread  # noqa: F401
+
 
 def tiny_net() -> nn.Module:
     """135 weights: conv + eval-mode BN (non-trivial statistics) + tanh + Linear, float64."""
