@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from pai.pruning.criteria.base import Criterion
 from pai.train.checkpoint import load_checkpoint
 
-NOT_HASHED = ("logger", "out_root", "data_root", "device", "experiment_name")
+# `label` only names a variant in reports; the knobs that make the variant already change the hash.
+NOT_HASHED = ("logger", "out_root", "data_root", "device", "experiment_name", "label")
 
 
 def config_hash(cfg: DictConfig, criterion: Criterion) -> str:
@@ -86,6 +87,7 @@ class RunPaths:
             "dataset": cfg.dataset.name,
             "model": model_name(cfg),
             "pruner": criterion.name,
+            "label": cfg.get("label"),
             "seed": cfg.seed,
             "scope": cfg.prune.scope,
             "bn_warmup": bool(cfg.prune.bn_warmup) and criterion.prunes,
