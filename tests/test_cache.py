@@ -182,3 +182,26 @@ def test_scoring_samples_are_seeded_and_class_balanced(tmp_path, count_scores):
     assert torch.equal(x0, x1) and torch.equal(y0, y1)
     assert not torch.equal(x0, x2)
     assert torch.bincount(y0, minlength=4).tolist() == [3, 3, 3, 3]
+
+
+def test_cache_lock_makes_a_second_holder_wait(tmp_path):
+    """The entry lock is exclusive across open files (flock), so a second job blocks until the first is done."""
+    import threading
+
+    cache = ScoreCache(tmp_path)
+    identity = {"k": 1}
+    order: list[str] = []
+    with cache.lock(identity):
+        def second() -> None:
+            with cache.lock(identity):
+                order.append("second")
+
+        t = threading.Thread(target=second)
+        t.start()
+        t.join(timeout=0.5)
+        assert t.is_alive(), "the second holder got the lock while the first held it"
+        order.append("first done")
+    t.join(timeout=5)
+    assert order == ["first done", "second"]
+    with cache.lock({"k": 2}):  # another entry's lock is independent
+        pass

@@ -11,16 +11,21 @@ With BN warmup the entry also holds the warmed-up buffers, so a hit restores the
 over the training set: training then starts from the same model as after a miss.
 
 Entries are written to a temporary file in the same directory and moved in place with `os.replace`, so
-concurrent jobs see either no file or a whole one; an unreadable or mismatching entry is a miss.
+concurrent jobs see either no file or a whole one; an unreadable or mismatching entry is a miss. Jobs that
+need one entry at the same time take its lock (`flock` on `<key>.lock`, released when the holder exits or
+dies): the first scores, the others wait and then read its entry instead of scoring again.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -75,6 +80,14 @@ class ScoreCache:
 
     def path(self, identity: dict) -> Path:
         return self.root / f"{self.key(identity)}.pt"
+
+    @contextmanager
+    def lock(self, identity: dict) -> Iterator[None]:
+        """Hold the entry's exclusive lock (blocking): one job scores, concurrent ones wait for its entry."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f"{self.key(identity)}.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield  # closing the file releases the lock, also when the body raises
 
     def load(self, identity: dict) -> dict | None:
         """{"scores": ..., "buffers": ... | None} on CPU, or None (missing, unreadable or another identity)."""
