@@ -115,6 +115,22 @@ def test_dense_row_first_and_in_every_column(report):
     assert table.count("95.00 ± — (1)") == 2
 
 
+def test_dense_baseline_joins_the_bn_warmup_group(tmp_path):
+    """The dense run has bn_warmup False (it prunes nothing), but it is the baseline of the warmup table too."""
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        write_run(runs, pruner="none", seed=seed, test_acc=0.9, sparsity=0.9)
+        write_run(runs, pruner="snip", seed=seed, test_acc=0.8, sparsity=0.9, bn_warmup=True, config_hash=f"w{seed}")
+        write_run(runs, pruner="snip", seed=seed, test_acc=0.7, sparsity=0.9)
+        write_run(runs, pruner="none", dataset="digits", seed=seed, test_acc=0.5, sparsity=0.9)
+    summary = build_report(runs, tmp_path / "out")["summary"]
+    dense = summary[summary["criterion"] == "none"].set_index(["dataset", "bn_warmup"])
+    assert dense.loc[("cifar10", True), "mean"] == pytest.approx(90.0)
+    assert dense.loc[("cifar10", False), "mean"] == pytest.approx(90.0)
+    assert (dense["n"] == 2).all() and len(dense) == 3
+    assert np.isnan(dense.loc[("digits", False), "sparsity"])  # nothing pruned there: its own group
+
+
 def test_failed_and_corrupt_runs_are_listed_not_averaged(report):
     failed = report["failed"]
     assert list(failed["status"]) == ["failed"] and "boom" in failed["error"].iloc[0]

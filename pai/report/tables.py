@@ -45,8 +45,9 @@ def summarize(done: pd.DataFrame) -> pd.DataFrame:
     """Tidy accuracy summary of finished runs, in % (columns: SUMMARY_COLUMNS).
 
     Runs are first averaged per seed (a rerun of the same seed is one sample, not two), then mean/std/n are
-    taken over seeds. Every `none` run of a group is the dense baseline: its statistics are repeated in each
-    sparsity column of that group (sparsity NaN when the group has no pruned runs). `best` marks, per
+    taken over seeds. Every `none` run of a dataset and model is the dense baseline: its statistics are
+    repeated in each sparsity column of every group of that dataset and model (with and without BN warmup,
+    any scope; sparsity NaN when nothing of that model was pruned). `best` marks, per
     column, the pruned criteria whose mean equals the column maximum; the dense row is never best.
     """
     d = done.assign(acc=done["test_acc"] * 100.0)
@@ -64,10 +65,15 @@ def summarize(done: pd.DataFrame) -> pd.DataFrame:
     if len(pruned):
         parts.append(stats(pruned, keys + ["sparsity"]))
     if dense_mask.any():
-        dense = stats(d[dense_mask], keys)
+        # The dense baseline is one run per (dataset, model, seed) whatever scope or BN warmup a sweep asks for
+        # (it prunes nothing), so it joins every group of its dataset and model.
+        model_keys = ["dataset", "model"]
+        dense = stats(d[dense_mask], model_keys + ["criterion"])
         columns = pruned[GROUP_KEYS + ["sparsity"]].drop_duplicates()
-        dense = dense.merge(columns, on=GROUP_KEYS, how="left")  # NaN sparsity where nothing was pruned
-        parts.append(dense)
+        parts.append(dense.merge(columns, on=model_keys, how="inner"))
+        alone = ~d[model_keys].apply(tuple, axis=1).isin(set(columns[model_keys].apply(tuple, axis=1)))
+        if (dense_mask & alone).any():  # nothing pruned for this model: its own group, sparsity NaN
+            parts.append(stats(d[dense_mask & alone], keys).assign(sparsity=np.nan))
     out = pd.concat(parts, ignore_index=True).merge(pruners, on="criterion", how="left")
     out["n"] = out["n"].astype(int)
     is_dense = out["pruner"] == DENSE
