@@ -64,6 +64,19 @@ def test_ties_take_exactly_k_deterministically():
     assert all(torch.equal(m1[n], m2[n]) for n in m1)
 
 
+@pytest.mark.parametrize("k", [1, 2, 37, 500, 999, 1000])
+def test_selection_equals_a_stable_full_sort(k):
+    """The O(n) selection keeps exactly the entries a stable descending sort puts first (ties -> low index),
+    with heavy ties at the threshold and -inf (weights pruned in an earlier round)."""
+    g = torch.Generator().manual_seed(k)
+    flat = torch.randint(0, 7, (1000,), generator=g).to(torch.float64)
+    flat[torch.randperm(1000, generator=g)[:100]] = float("-inf")
+    expected = torch.zeros(1000, dtype=torch.bool)
+    expected[torch.argsort(flat, descending=True, stable=True)[:k]] = True
+    got = make_masks({"w": flat}, 1.0 - k / 1000)["w"]
+    assert torch.equal(got, expected)
+
+
 @pytest.mark.parametrize("bad", [1.0, -0.1, 1.5, float("nan")])
 def test_bad_sparsity_names_the_key(bad):
     with pytest.raises(PaiConfigError, match="sparsity"):

@@ -46,11 +46,17 @@ def kept_count(total: int, sparsity: float) -> int:
 
 
 def _top_k(flat: Tensor, k: int) -> Tensor:
-    # Stable sort: equal scores are broken by position, so masks never depend on the backend's topk order.
-    keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    if k > 0:
-        order = torch.argsort(flat, descending=True, stable=True)
-        keep[order[:k]] = True
+    """The k highest entries; ties at the threshold go to the lowest positions, so masks never depend on a
+    backend's sort order. O(n) selection (kthvalue) instead of a full sort: SynFlow builds masks 100 times."""
+    n = flat.numel()
+    if k >= n:
+        return torch.ones(n, dtype=torch.bool, device=flat.device)
+    if k <= 0:
+        return torch.zeros(n, dtype=torch.bool, device=flat.device)
+    threshold = torch.kthvalue(flat, n - k + 1).values  # the k-th largest
+    keep = flat > threshold
+    ties = torch.nonzero(flat == threshold).flatten()
+    keep[ties[: k - int(keep.sum())]] = True
     return keep
 
 
