@@ -43,6 +43,7 @@ except OSError:  # not glibc
 MODELS = {"resnet20": resnet20, "resnet18": resnet18, "resnet50": resnet50}
 PER_SAMPLE = ["grad_norm", "snip", "fisher_diag", "fisher_pruner", "fts"]
 HUTCH = ["hutch_diag", "hutch_pruning", "hts"]
+GAUSS_NEWTON = ["ggn_diag", "obd", "ggn_taylor", "fisher_mc"]
 SINGLE = ["grasp", "synflow"]  # no per-sample loop: one path
 
 
@@ -115,7 +116,7 @@ def main() -> None:
     ap.add_argument("--model", default="resnet20", choices=sorted(MODELS))
     ap.add_argument("--n", type=int, default=100, help="scoring samples (the first n of a class-balanced draw)")
     ap.add_argument("--hutch-n", type=int, default=None, help="scoring samples for the Hutchinson family (--n)")
-    ap.add_argument("--criteria", default=",".join(PER_SAMPLE + HUTCH + SINGLE))
+    ap.add_argument("--criteria", default=",".join(PER_SAMPLE + HUTCH + GAUSS_NEWTON + SINGLE))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeats", type=int, default=3, help="best of this many runs for fast and batched (loop: 1)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")

@@ -11,6 +11,7 @@ from torch import nn
 try:
     from test_criteria_common import (
         ALL_SCORING,
+        GAUSS_NEWTON,
         HUTCHINSON,
         PER_SAMPLE,
         TEN,
@@ -26,6 +27,7 @@ try:
 except ImportError:  # imported as a package (pytest --import-mode=importlib)
     from tests.test_criteria_common import (
         ALL_SCORING,
+        GAUSS_NEWTON,
         HUTCHINSON,
         PER_SAMPLE,
         TEN,
@@ -126,19 +128,22 @@ def test_scoring_leaves_the_model_untouched(code):
 
 def test_yaml_knobs_follow_the_paper():
     expected_t = {"grad_norm": 1, "snip": 1, "fisher_diag": 1, "fisher_pruner": 1, "fts": 1, "hutch_diag": 200,
-                  "hutch_pruning": 200, "hts": 200, "grasp": 200}
-    for code in TEN:
+                  "hutch_pruning": 200, "hts": 200, "grasp": 200, "ggn_diag": 200, "obd": 200, "ggn_taylor": 200,
+                  "fisher_mc": 200}
+    for code in TEN + GAUSS_NEWTON:
         crit = instantiate(pruner_cfg(code, ("seed=7", "prune.score_batch_size=3")).pruner)
         assert crit.name == code
         assert pruner_cfg(code).pruner._target_.startswith("pai.pruning.criteria.")
         if code in expected_t:
             assert crit.temperature == expected_t[code]
-        if code in PER_SAMPLE + HUTCHINSON:
+        if code in PER_SAMPLE + HUTCHINSON + GAUSS_NEWTON:
             assert crit.score_batch_size == 3 and crit.path == "fast"
         if code in HUTCHINSON:
             assert crit.num_probes == 10 and crit.seed == 7
+        if code == "fisher_mc":
+            assert crit.num_samples == 1 and crit.seed == 7
     assert make_criterion("synflow").default_rounds == 100 and make_criterion("synflow").data_free
-    assert all(make_criterion(c).default_rounds == 1 for c in TEN if c != "synflow")
+    assert all(make_criterion(c).default_rounds == 1 for c in TEN + GAUSS_NEWTON if c != "synflow")
 
 
 def test_bad_path_is_a_config_error():

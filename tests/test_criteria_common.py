@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PER_SAMPLE = ["grad_norm", "snip", "fisher_diag", "fisher_pruner", "fts"]
 HUTCHINSON = ["hutch_diag", "hutch_pruning", "hts"]
 TEN = PER_SAMPLE + HUTCHINSON + ["grasp", "synflow"]
-ALL_SCORING = TEN + ["magnitude", "random"]
+GAUSS_NEWTON = ["ggn_diag", "obd", "ggn_taylor", "fisher_mc"]
+ALL_SCORING = TEN + GAUSS_NEWTON + ["magnitude", "random"]
 
 
 class SmallNet(nn.Module):

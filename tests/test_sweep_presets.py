@@ -10,7 +10,7 @@ import torch
 from conftest import REPO_ROOT, all_results
 
 CRITERIA = ["none", "random", "magnitude", "grad_norm", "snip", "grasp", "synflow", "fisher_diag", "fisher_pruner",
-            "fts", "hutch_diag", "hutch_pruning", "hts"]
+            "fts", "hutch_diag", "hutch_pruning", "hts", "ggn_diag", "obd", "ggn_taylor", "fisher_mc"]
 PAPER_SPARSITIES = [0.8, 0.9, 0.95, 0.98, 0.99]
 SEEDS = [0, 42, 123]
 

@@ -47,9 +47,11 @@ class Objective:
         self.fixed.update(model.named_buffers())
         self.weights = {n: self.fixed[n] for n in names}
 
+    def logits(self, weights: Grads, x: Tensor) -> Tensor:
+        return functional_call(self.model, {**self.fixed, **weights}, (x,))
+
     def loss(self, weights: Grads, x: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
-        logits = functional_call(self.model, {**self.fixed, **weights}, (x,))
-        return F.cross_entropy(logits / self.temperature, y, reduction=reduction)
+        return F.cross_entropy(self.logits(weights, x) / self.temperature, y, reduction=reduction)
 
     def leaves(self) -> Grads:
         """New leaf tensors sharing the weights' storage, differentiable without touching the model's flags."""

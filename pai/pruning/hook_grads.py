@@ -10,6 +10,7 @@ with per-sample groups, Σ_i (δ_iᵀ a_i)² = (δ²)ᵀ(a²), so its squares co
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 
 from pai.pruning.curvature import Grads, Objective
 
+Records = dict[str, list[tuple[Tensor, Tensor]]]  # layer -> [(input, output)], one per call
 SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -59,26 +61,42 @@ class HookGrads:
     def moments(self, x: Tensor, y: Tensor, b: int, squares: bool, check: bool) -> tuple[Grads, Grads]:
         """Sums over this chunk's groups (of `b` samples each) of the group gradient and of its square.
         `check` also asks autograd for the batched weight gradients and compares (costs one weight backward)."""
-        records: dict[str, list[tuple[Tensor, Tensor]]] = {n: [] for n in self.owners}
-        handles = [m.register_forward_hook(_recorder(records[n])) for n, m in self.owners.items()]
         w = self.obj.leaves()  # leaves need grad so outputs join the graph; their grads are never computed
+        loss, records = self.record(lambda: self.obj.loss(w, x, y, "sum") / b)  # the sum of the groups' means
+        outs = outputs(records)
+        got = torch.autograd.grad(loss, outs + (list(w.values()) if check else []), allow_unused=True)
+        sums, sqs = self.from_deltas(records, got[: len(outs)], x.shape[0] // b, b, squares)
+        if check:
+            check_against(sums, dict(zip(w, got[len(outs):], strict=True)))
+        return sums, sqs
+
+    def record(self, forward: Callable[[], Tensor]) -> tuple[Tensor, Records]:
+        """forward() run with every scored layer's (input, output) recorded; the graph is kept, so several
+        backward passes (one per output gradient, see pai.pruning.gauss_newton) can share one forward."""
+        records: Records = {n: [] for n in self.owners}
+        handles = [m.register_forward_hook(_recorder(records[n])) for n, m in self.owners.items()]
         try:
-            loss = self.obj.loss(w, x, y, "sum") / b  # the sum of the groups' mean losses
+            return forward(), records
         finally:
             for h in handles:
                 h.remove()
-        outs = [o for recs in records.values() for _, o in recs]
-        got = torch.autograd.grad(loss, outs + (list(w.values()) if check else []), allow_unused=True)
-        deltas = iter(got[: len(outs)])
-        c = x.shape[0] // b
+
+    def from_deltas(self, records: Records, deltas: Sequence[Tensor | None], c: int, b: int,
+                    squares: bool) -> tuple[Grads, Grads]:
+        """Per-layer sums over c groups of b samples of the group weight gradient (and its square), from the
+        output gradients `deltas` (ordered as `outputs(records)`)."""
+        it = iter(deltas)
         sums, sqs = {}, {}
         for n, recs in records.items():
-            pairs = [(a, d) for (a, _), d in zip(recs, deltas, strict=False) if d is not None]
+            pairs = [(a, d) for (a, _), d in zip(recs, it, strict=False) if d is not None]
             sums[n], sqs[n] = _layer_moments(self.owners[n], pairs, c, b, squares, self.obj.weights[n],
                                              self.scratch)
-        if check:
-            _check(sums, dict(zip(w, got[len(outs):], strict=True)))
         return sums, sqs
+
+
+def outputs(records: Records) -> list[Tensor]:
+    """The recorded layer outputs, in the order `from_deltas` expects their gradients."""
+    return [o for recs in records.values() for _, o in recs]
 
 
 def _recorder(store: list):
@@ -147,7 +165,7 @@ def _patches(m: nn.Module, a: Tensor) -> Tensor:
     return a.as_strided((*a.shape[:2], *k, *out), strides, a.storage_offset())
 
 
-def _check(sums: Grads, ref: dict[str, Tensor | None]) -> None:
+def check_against(sums: Grads, ref: dict[str, Tensor | None]) -> None:
     for n, r in ref.items():
         r = torch.zeros_like(sums[n]) if r is None else r
         err = (sums[n] - r).norm()

@@ -49,11 +49,42 @@ class SampleCriterion(Criterion):
                  chunk_size: int = 32):
         if path not in self.paths:
             raise PaiConfigError(f"pruner.path={path!r} must be one of {self.paths} (pruner={self.name})")
-        for key, value in (("temperature", temperature), ("score_batch_size", score_batch_size),
-                           ("chunk_size", chunk_size)):
-            if not value > 0:
-                raise PaiConfigError(f"pruner.{key}={value!r} must be > 0 (pruner={self.name})")
+        self._require_positive(temperature=temperature, score_batch_size=score_batch_size, chunk_size=chunk_size)
         self.temperature = float(temperature)
         self.score_batch_size = int(score_batch_size)
         self.path = path
         self.chunk_size = int(chunk_size)
+
+    def _require_positive(self, **knobs: float) -> None:
+        for key, value in knobs.items():
+            if not value > 0:
+                raise PaiConfigError(f"pruner.{key}={value!r} must be > 0 (pruner={self.name})")
+
+
+class SecondOrderCriterion(SampleCriterion):
+    """θ, the mean gradient g and a curvature diagonal D (empirical Fisher, Hutchinson, Gauss–Newton), scored
+    in one of three forms shared by every family:
+
+    - `diag`: D;
+    - `obd`: ½ θ² ⊙ D, Optimal Brain Damage (LeCun et al. 1989): the second-order loss change of removing a
+      weight at a minimum;
+    - `taylor`: |θ ⊙ g + ½ θ² ⊙ D|, the second-order Taylor sensitivity with the paper's sign of θ ⊙ g
+      (removing the weight, Δθ = −θ, would give −θ ⊙ g).
+    """
+
+    form: str = "diag"
+
+    def moments(self, model: nn.Module, inputs: Tensor, targets: Tensor, gradient: bool) -> tuple[Scores | None,
+                                                                                                 Scores]:
+        """(g or None when not `gradient`, D)."""
+        raise NotImplementedError
+
+    def score(self, model: nn.Module, inputs: Tensor, targets: Tensor) -> Scores:
+        theta = {n: w.detach() for n, w in self.weights(model).items()}
+        g, d = self.moments(model, inputs, targets, self.form == "taylor")
+        if self.form == "diag":
+            return d
+        if self.form == "obd":
+            return {n: 0.5 * theta[n].square() * d[n] for n in d}
+        assert g is not None
+        return {n: (theta[n] * g[n] + 0.5 * theta[n].square() * d[n]).abs() for n in d}
