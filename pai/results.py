@@ -23,6 +23,9 @@ from pai.train.checkpoint import load_checkpoint
 
 # `label` only names a variant in reports; the knobs that make the variant already change the hash.
 NOT_HASHED = ("logger", "out_root", "data_root", "device", "experiment_name", "label")
+# How many processes train a run is not part of its identity (same global batch, same epoch order), so a run
+# started on one GPU can resume on eight, and hashes from before these keys existed stay valid.
+NOT_HASHED_TRAIN = ("distributed", "sync_bn", "dist_timeout_s", "dist_wait_timeout_s")
 
 
 def config_hash(cfg: DictConfig, criterion: Criterion) -> str:
@@ -30,6 +33,8 @@ def config_hash(cfg: DictConfig, criterion: Criterion) -> str:
     for key in NOT_HASHED:
         resolved.pop(key, None)
     resolved.get("prune", {}).pop("cache", None)
+    for key in NOT_HASHED_TRAIN:
+        resolved.get("train", {}).pop(key, None)
     if not criterion.prunes:  # the dense baseline is one run whatever sparsity a sweep asks for
         resolved.pop("sparsity", None)
         resolved.pop("prune", None)

@@ -10,12 +10,15 @@ import traceback
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pai import distributed
 from pai.build import build
 from pai.data import build_dataset
+from pai.data.batching import check_batch_size
 from pai.device import resolve_device
 from pai.errors import PaiConfigError
 from pai.pruning.criteria.base import Criterion
 from pai.pruning.masks import (
+    Masks,
     achieved_sparsity,
     apply_masks,
     check_sparsity,
@@ -26,6 +29,7 @@ from pai.pruning.masks import (
 from pai.pruning.pipeline import score_and_mask
 from pai.results import RunPaths, read_results, run_paths, write_results
 from pai.seeding import seed_everything
+from pai.tracking import Tracker
 from pai.train.loop import train
 from pai.train.recipe import Recipe
 
@@ -47,30 +51,56 @@ def build_model(cfg: DictConfig, data) -> torch.nn.Module:
 
 
 def run(cfg: DictConfig) -> dict:
-    """Carry one configuration from data to results; a finished run is skipped, an interrupted one resumes."""
+    """Carry one configuration from data to results; a finished run is skipped, an interrupted one resumes.
+
+    Under torchrun or in a multi-task SLURM job (train.distributed=auto) every process calls this: they join one
+    process group, rank 0 decides skip/resume and scores, and all ranks train the model data-parallel.
+    """
     criterion: Criterion = build(cfg.pruner, "pruner")
     sparsity = check_sparsity(cfg.sparsity) if criterion.prunes else 0.0
     device = resolve_device(cfg.device)
+    env = distributed.wanted(cfg.train.get("distributed", "auto"))
+    with distributed.session(env, device, float(cfg.train.get("dist_timeout_s", 600.0)),
+                             float(cfg.train.get("dist_wait_timeout_s", 7200.0))) as device:
+        return _run(cfg, criterion, sparsity, device)
+
+
+def _run(cfg: DictConfig, criterion: Criterion, sparsity: float, device: torch.device) -> dict:
     paths = run_paths(cfg, criterion)
-    tracker = build(cfg.logger, "logger")
-    lock = paths.try_lock()
-    if lock is None:  # another job is running this very config right now: do not train it twice
-        holder = (paths.dir / ".lock").read_text().strip()
-        log.warning("skipping run %s: another job is running it (%s)", paths.dir, holder)
+    # Ranks started with different overrides would train different runs into one directory.
+    distributed.agree(paths.hash, "the run config (config hash)")
+    check_batch_size(int(cfg.train.batch_size), distributed.world_size())  # before any work, on every rank
+    main = distributed.is_main()  # rank 0 alone writes results.json, checkpoints and W&B
+    tracker = build(cfg.logger, "logger") if main else Tracker()
+    lock = paths.try_lock() if main else None
+    decision: tuple[str, dict | str | None] = ("run", None)
+    if main:
+        previous = read_results(paths.results)
+        if lock is None:  # another job is running this very config right now: do not train it twice
+            decision = ("busy", (paths.dir / ".lock").read_text().strip())
+        elif previous and previous.get("status") == "done":
+            lock.close()
+            decision = ("done", previous)
+    # Every rank follows rank 0's decision; the broadcast is also the barrier after which all ranks may read
+    # rank 0's last.pt (the resume point).
+    decision = distributed.broadcast_object(decision, "the skip/resume decision")
+    if decision[0] == "busy":
+        log.warning("skipping run %s: another job is running it (%s)", paths.dir, decision[1])
         return {**paths.identity(cfg, criterion), "status": "busy", "skipped": True, "test_acc": None}
-    previous = read_results(paths.results)
-    if previous and previous.get("status") == "done":
-        lock.close()
+    if decision[0] == "done":
+        previous = decision[1]
         log.info("skipping finished run %s (test_acc %.4f)", paths.dir, previous["test_acc"])
         return {**previous, "skipped": True}
-    results = {**paths.identity(cfg, criterion), "sparsity": cfg.sparsity, "status": "running"}
+    results = {**paths.identity(cfg, criterion), "sparsity": cfg.sparsity, "status": "running",
+               "world_size": distributed.world_size()}
     failed = True
     try:
         tracker.start(name=paths.name, config=OmegaConf.to_container(cfg, resolve=True), group=paths.group,
                       job_type=criterion.name)
         results.update(_pipeline(cfg, criterion, sparsity, device, paths, tracker))
         results["status"] = "done"
-        write_results(paths.results, results)
+        if main:
+            write_results(paths.results, results)
         tracker.summary(results)
         failed = False
         return results
@@ -78,7 +108,8 @@ def run(cfg: DictConfig) -> dict:
         # SystemExit/KeyboardInterrupt: preempted or stopped (submitit exits after requeueing); the rerun resumes
         status = "failed" if isinstance(exc, Exception) else "interrupted"
         results.update(status=status, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-        write_results(paths.results, results)
+        if main:
+            write_results(paths.results, results)
         with contextlib.suppress(Exception):
             tracker.summary(results)
         raise
@@ -86,12 +117,14 @@ def run(cfg: DictConfig) -> dict:
         try:
             tracker.finish(failed=failed)
         finally:
-            lock.close()
+            if lock is not None:
+                lock.close()
 
 
 def _pipeline(cfg, criterion: Criterion, sparsity: float, device, paths: RunPaths, tracker) -> dict:
     seed_everything(cfg.seed)
-    data = build_dataset(cfg.dataset)
+    with distributed.rank0_first("loading the dataset"):  # a download (dataset.download=true) happens once
+        data = build_dataset(cfg.dataset)
     recipe: Recipe = build(cfg.train, "train")
     model = build_model(cfg, data).to(device)
     names = list(prunable_weights(model, cfg.prune.prune_classifier))
@@ -102,10 +135,23 @@ def _pipeline(cfg, criterion: Criterion, sparsity: float, device, paths: RunPath
     if state is not None:  # resuming: the masks (and the weights) come from the checkpoint
         masks, info = state["masks"], state["prune_info"]
     elif criterion.prunes:
-        masks, timings = score_and_mask(cfg, criterion, model, data, device, names, sparsity, recipe.batch_size)
-        info.update(timings)
-        apply_masks(model, masks)
+        def prune() -> tuple[Masks, dict]:
+            masks, timings = score_and_mask(cfg, criterion, model, data, device, names, sparsity,
+                                            recipe.batch_size)
+            apply_masks(model, masks)
+            return {n: m.cpu() for n, m in masks.items()}, {**info, **timings}
+
+        # Scoring is done once, by rank 0 (which also owns the score cache); the others receive its masks and
+        # its model (pruned weights, BN statistics after warmup).
+        cpu_masks, info = distributed.run_on_rank0(prune, "pruning (BN warmup, scoring, masks)")
+        masks = {n: m.to(device) for n, m in cpu_masks.items()}
+        distributed.broadcast_module_state(model, "the pruned model broadcast")
     if masks is not None:
+        # Every rank logs the checksum of the masks it trains with, and the run stops unless they agree.
+        info["mask_checksum"] = distributed.checksum(masks)
+        log.info("mask checksum %s (rank %d of %d)", info["mask_checksum"], distributed.rank(),
+                 distributed.world_size())
+        distributed.agree(info["mask_checksum"], "the masks (checksum)")
         info.update(sparsity_achieved=achieved_sparsity(masks), layer_density=layer_density(masks),
                     collapsed_layers=collapsed_layers(masks))
         if info["collapsed_layers"]:

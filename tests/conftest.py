@@ -1,4 +1,5 @@
-"""Shared fixtures: the repo root, a `launch.py` subprocess runner, tiny configs, and the `slurm` marker's skip."""
+"""Shared fixtures: the repo root, `launch.py` subprocess runners (blocking and background, plus a wait for a
+file to appear), tiny configs, and the `slurm` marker's skip."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,24 @@ def job_records(sweep_dir: Path) -> list[dict]:
     """The pai_job.json record of every job of a sweep, by job number."""
     recs = [json.loads(p.read_text()) for p in Path(sweep_dir).rglob("pai_job.json")]
     return sorted(recs, key=lambda r: r["job_num"])
+
+
+def popen_launch(args: list[str], env: dict[str, str], script: Path | None = None) -> subprocess.Popen:
+    """launch.py (or `script`) in the background, stdout and stderr merged into `.stdout`."""
+    return subprocess.Popen([sys.executable, str(script or REPO_ROOT / "launch.py"), *args], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(pattern: str, root: Path, proc: subprocess.Popen, timeout: float = 150, poll: float = 0.02) -> Path:
+    """The first path under `root` matching `pattern`, once one exists; fails (and kills `proc`) if `proc` ends
+    first or nothing appears within `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(Path(root).glob(pattern))
+        if found:
+            return found[0]
+        if proc.poll() is not None:
+            raise AssertionError(f"the process ended before {pattern} appeared:\n{proc.stdout.read()}")
+        time.sleep(poll)
+    proc.kill()
+    raise AssertionError(f"{pattern} did not appear within {timeout} s")

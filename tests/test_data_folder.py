@@ -88,3 +88,18 @@ def test_imagenet_missing_and_mismatch(tmp_path: Path, tree: Path) -> None:
     assert "\n" not in msg and "dataset=imagenet" in msg and str(tmp_path / "imagenet") in msg
     with pytest.raises(PaiConfigError, match=r"dataset\.num_classes=1000"):
         build_from_yaml("imagenet", tree, num_workers=0)
+
+
+def test_imagenet_rank_slices_equal_the_single_process_batches(tree: Path) -> None:
+    """Distributed sharding (pai.data.batching): rank r's batches are slice r of the one-process batches, with
+    the same per-sample augmentation; the test shards make up the test set."""
+    d = build_from_yaml("imagenet", tree, **SMALL)
+    single = list(d.train_batches(6, epoch=1, seed=3, device=CPU))
+    ranks = [list(d.train_batches(6, epoch=1, seed=3, device=CPU, rank=r, world=2)) for r in range(2)]
+    for (x, y), (x0, y0), (x1, y1) in zip(single, *ranks, strict=True):
+        assert x0.shape[0] == x1.shape[0] == 3
+        assert torch.equal(x, torch.cat([x0, x1])) and torch.equal(y, torch.cat([y0, y1]))
+    test = collect(d.test_batches(4, CPU))[0]
+    assert torch.equal(test, torch.cat([collect(d.test_batches(4, CPU, rank=r, world=2))[0] for r in range(2)]))
+    with pytest.raises(PaiConfigError, match="train.batch_size=5 .* divisible by the number of ranks"):
+        d.train_batches(5, epoch=0, seed=0, device=CPU, rank=0, world=2)

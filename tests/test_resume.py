@@ -7,11 +7,10 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
-from conftest import REPO_ROOT, launch_env
+from conftest import REPO_ROOT, launch_env, popen_launch, wait_for
 
 # Long enough epochs (≈0.3-1 s each) to kill the run between its first checkpoint and its end.
 RESUME_RUN = [
@@ -22,22 +21,7 @@ RESUME_RUN = [
 
 
 def _start(out_root: Path, env: dict) -> subprocess.Popen:
-    cmd = [sys.executable, str(REPO_ROOT / "launch.py"), *RESUME_RUN, f"out_root={out_root}",
-           f"hydra.run.dir={out_root}/hydra"]
-    return subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-
-
-def _wait_for(pattern: str, root: Path, proc: subprocess.Popen, timeout: float = 120) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = sorted(root.glob(pattern))
-        if found:
-            return found[0]
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended before {pattern} appeared:\n{proc.stdout.read()}")
-        time.sleep(0.01)
-    raise AssertionError(f"{pattern} did not appear within {timeout} s")
+    return popen_launch([*RESUME_RUN, f"out_root={out_root}", f"hydra.run.dir={out_root}/hydra"], env)
 
 
 def test_sigkilled_run_resumes_to_identical_metrics(tmp_path):
@@ -45,7 +29,7 @@ def test_sigkilled_run_resumes_to_identical_metrics(tmp_path):
     killed_root, ref_root = tmp_path / "killed", tmp_path / "ref"
     ref = _start(ref_root, env)  # the uninterrupted run, in parallel on the other core
     victim = _start(killed_root, env)
-    ckpt = _wait_for("runs/*/*/*/*/last.pt", killed_root, victim)
+    ckpt = wait_for("runs/*/*/*/*/last.pt", killed_root, victim, timeout=120, poll=0.01)
     victim.send_signal(signal.SIGKILL)  # no handler, no cleanup: like an OOM kill or a node failure
     victim.wait(timeout=30)
     run_dir = ckpt.parent

@@ -122,7 +122,8 @@ def test_fashion_mnist_magnitude_run(tmp_path):
     if not Path("/usr/share/datasets/fashion-mnist").exists():
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
     args = ["dataset=fashion_mnist", "model=resnet20", "model.width=0.5", "pruner=magnitude", "sparsity=0.9",
-            "train=quick", "train.epochs=1", "train.steps_per_epoch=100", "logger=none", f"data_root={tmp_path / 'data'}"]
+            "train=quick", "train.epochs=1", "train.steps_per_epoch=100", "logger=none",
+            f"data_root={tmp_path / 'data'}"]
     first = launch(*args, f"out_root={tmp_path / 'a'}")
     assert first.returncode == 0, first.stderr[-3000:]
     (path,) = (tmp_path / "a").rglob("results.json")

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, SLURM_TEST, TINY, all_results, job_records, launch_env
+from conftest import SLURM_TEST, TINY, all_results, job_records, launch_env, popen_launch, wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -24,24 +22,6 @@ LONGER = [
     "model=resnet20", "model.width=0.25", "train=quick", "train.batch_size=32", "prune.samples_per_class=4",
     "pruner=magnitude", "sparsity=0.8", "logger=none",
 ]
-
-
-def _popen(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(REPO_ROOT / "launch.py"), *args], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _wait_for(pattern: str, root: Path, proc: subprocess.Popen, timeout: float = 150) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = sorted(root.glob(pattern))
-        if found:
-            return found[0]
-        if proc.poll() is not None:
-            raise AssertionError(f"sweep ended before {pattern} appeared:\n{proc.stdout.read()}")
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError(f"{pattern} did not appear within {timeout} s")
 
 
 def _results(root: Path) -> dict:
@@ -87,10 +67,10 @@ def test_slurm_cancelled_job_is_reported_at_exit(tmp_path):
     error and exits 1 without calling on_multirun_end; our report still lists what every job recorded."""
     env = launch_env(tmp_path)
     out, sweep = tmp_path / "out", tmp_path / "sweep"
-    proc = _popen(["-m", *LONGER, *SLURM_TEST, "train.epochs=2", "seed=0,1", f"out_root={out}",
+    proc = popen_launch(["-m", *LONGER, *SLURM_TEST, "train.epochs=2", "seed=0,1", f"out_root={out}",
                    f"hydra.sweep.dir={sweep}"], env)
-    _wait_for("1/.hydra", sweep, proc)  # job 1 has started
-    array_task = _wait_for(".submitit/*_1", sweep, proc).name
+    wait_for("1/.hydra", sweep, proc)  # job 1 has started
+    array_task = wait_for(".submitit/*_1", sweep, proc).name
     subprocess.run(["scancel", array_task], check=True)
     output, _ = proc.communicate(timeout=180)
     assert proc.returncode == 1, output
@@ -107,10 +87,10 @@ def test_slurm_preempted_job_requeues_and_resumes_identically(tmp_path):
 
     env = launch_env(tmp_path)
     a, b, sweep = tmp_path / "a", tmp_path / "b", tmp_path / "sweep"
-    proc = _popen(["-m", *LONGER, *SLURM_TEST, "train.epochs=4", "hydra.launcher.timeout_min=60",
+    proc = popen_launch(["-m", *LONGER, *SLURM_TEST, "train.epochs=4", "hydra.launcher.timeout_min=60",
                    "hydra.launcher.max_num_timeout=1", f"out_root={a},{b}", f"hydra.sweep.dir={sweep}"], env)
-    ckpt = _wait_for("runs/*/*/*/*/last.pt", a, proc)
-    submitit_dir = _wait_for(".submitit/*_0", sweep, proc)
+    ckpt = wait_for("runs/*/*/*/*/last.pt", a, proc)
+    submitit_dir = wait_for(".submitit/*_0", sweep, proc)
     job = submitit.SlurmJob(folder=sweep / ".submitit" / "%j", job_id=submitit_dir.name)
     job._interrupt()  # preemption
     output, _ = proc.communicate(timeout=180)
@@ -141,8 +121,8 @@ def test_slurm_timed_out_job_requeues_and_resumes_identically(tmp_path):
     env = launch_env(tmp_path)
     a, ref_root, sweep = tmp_path / "a", tmp_path / "ref", tmp_path / "sweep"
     run = [*LONGER, "dataset.num_train=1536", "train.epochs=20"]
-    ref = _popen([*run, f"out_root={ref_root}", f"hydra.run.dir={ref_root}/hydra"], env)
-    proc = _popen(["-m", *run, *SLURM_TEST, "hydra.launcher.timeout_min=1",
+    ref = popen_launch([*run, f"out_root={ref_root}", f"hydra.run.dir={ref_root}/hydra"], env)
+    proc = popen_launch(["-m", *run, *SLURM_TEST, "hydra.launcher.timeout_min=1",
                    "hydra.launcher.signal_delay_s=30", "hydra.launcher.max_num_timeout=10", f"out_root={a}",
                    f"hydra.sweep.dir={sweep}"], env)
     output, _ = proc.communicate(timeout=420)

@@ -43,17 +43,22 @@ class ImageData(Protocol):
     num_test: int
 
     def train_batches(
-        self, batch_size: int, epoch: int, seed: int, device: torch.device, augment: bool = True
+        self, batch_size: int, epoch: int, seed: int, device: torch.device, augment: bool = True,
+        rank: int = 0, world: int = 1,
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """One epoch of (float32 NCHW normalised images, int64 labels) on `device`.
 
         Every training sample appears exactly once; the last partial batch is kept. Order and augmentation are
         a pure function of (seed, epoch), so a resumed run sees the same batches as an uninterrupted one.
+        `batch_size` is the global batch; with `world` > 1 this yields rank `rank`'s slice of every global
+        batch (pai.data.batching.batch_slices).
         """
         ...
 
-    def test_batches(self, batch_size: int, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
-        """The test set in a fixed order, without augmentation."""
+    def test_batches(
+        self, batch_size: int, device: torch.device, rank: int = 0, world: int = 1
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """The test set in a fixed order, without augmentation (rank `rank`'s contiguous share of it)."""
         ...
 
     def scoring_samples(

@@ -9,7 +9,7 @@ global RNG state — and a resumed run sees exactly the batches an uninterrupted
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 
 from pai.data.base import STREAM_SCORING, STREAM_TRAIN, balanced_indices, derive_seed, make_generator
-from pai.errors import PaiConfigError
+from pai.data.batching import batch_slices, check_batch_size, epoch_order, shard_range
 
 
 class SeededTransform(Dataset):
@@ -88,15 +88,12 @@ class FolderImageData:
         n = f"{self.num_train} train / {self.num_test} test"
         return f"FolderImageData({self.name}: {n}, {self.num_classes} classes)"
 
-    def _loader(self, ds: Dataset, batch_size: int, device: torch.device, sampler: Sequence[int] | None) -> DataLoader:
+    def _loader(self, ds: Dataset, device: torch.device, batches: Iterable[Sequence[int]]) -> DataLoader:
         return DataLoader(
             ds,
-            batch_size=batch_size,
-            sampler=sampler,
-            shuffle=False,
+            batch_sampler=list(batches),  # the batches are fixed in advance (pai.data.batching)
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and device.type == "cuda",
-            drop_last=False,
             persistent_workers=False,
             # The loader draws its workers' base seed from this generator instead of the global RNG, so
             # iterating never shifts the caller's random state (augmentation itself is seeded per sample).
@@ -115,28 +112,32 @@ class FolderImageData:
         device: torch.device | str,
         augment: bool = True,
         stream: int = STREAM_TRAIN,
+        rank: int = 0,
+        world: int = 1,
     ) -> Iterator[tuple[Tensor, Tensor]]:
-        if batch_size < 1:
-            raise PaiConfigError(f"batch_size={batch_size} must be >= 1")
+        slices = list(batch_slices(self.num_train, batch_size, rank, world))  # checks batch_size first
         device = torch.device(device)
-        order = torch.randperm(self.num_train, generator=make_generator(stream, seed, epoch)).tolist()
+        order = epoch_order(self.num_train, stream, seed, epoch)[0].tolist()
         if augment:
             ds = SeededTransform(self.train_set, self.train_transform, derive_seed(stream, seed, epoch, 1))
         else:
             ds = SeededTransform(self.train_set, self.test_transform, None)
-        return self._iterate(self._loader(ds, batch_size, device, order), device)
+        return self._iterate(self._loader(ds, device, (order[sl] for sl in slices)), device)
 
     def bn_warmup_batches(
         self, batch_size: int, seed: int, device: torch.device | str, augment: bool = True
     ) -> Iterator[tuple[Tensor, Tensor]]:
         return self.train_batches(batch_size, -1, seed, device, augment)
 
-    def test_batches(self, batch_size: int, device: torch.device | str) -> Iterator[tuple[Tensor, Tensor]]:
-        if batch_size < 1:
-            raise PaiConfigError(f"batch_size={batch_size} must be >= 1")
+    def test_batches(
+        self, batch_size: int, device: torch.device | str, rank: int = 0, world: int = 1
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        check_batch_size(batch_size, key="train.eval_batch_size")
         device = torch.device(device)
         ds = SeededTransform(self.test_set, self.test_transform, None)
-        return self._iterate(self._loader(ds, batch_size, device, None), device)
+        share = shard_range(self.num_test, rank, world)
+        batches = (range(s, min(s + batch_size, share.stop)) for s in range(share.start, share.stop, batch_size))
+        return self._iterate(self._loader(ds, device, batches), device)
 
     def scoring_samples(
         self, per_class: int, seed: int, device: torch.device | str, augment: bool = True
@@ -148,5 +149,9 @@ class FolderImageData:
         else:
             ds = SeededTransform(self.train_set, self.test_transform, None)
         device = torch.device(device)
-        xs, ys = zip(*self._iterate(self._loader(Subset(ds, idx), 256, device, None), device), strict=True)
+        xs, ys = zip(*self._iterate(self._loader(Subset(ds, idx), device, _chunks(len(idx), 256)), device), strict=True)
         return torch.cat(xs), torch.cat(ys)
+
+
+def _chunks(num: int, size: int) -> Iterator[range]:
+    return (range(s, min(s + size, num)) for s in range(0, num, size))

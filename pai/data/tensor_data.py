@@ -14,6 +14,7 @@ from torch import Tensor
 
 from pai.data.augment import crop_flip, draw_crop_flip, normalize
 from pai.data.base import STREAM_SCORING, STREAM_TRAIN, balanced_indices, make_generator
+from pai.data.batching import batch_slices, check_batch_size, epoch_order, shard_range
 from pai.errors import PaiConfigError
 
 
@@ -117,8 +118,7 @@ class TensorImageData:
         self, epoch: int, seed: int, augment: bool = True, stream: int = STREAM_TRAIN
     ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
         """(order, row offsets, column offsets, flip flags) of one epoch, all on the CPU; exposed for tests."""
-        g = make_generator(stream, seed, epoch)
-        order = torch.randperm(self.num_train, generator=g)
+        order, g = epoch_order(self.num_train, stream, seed, epoch)
         if not augment:
             return order, None, None, None
         oy, ox, fl = draw_crop_flip(self.num_train, self.crop_padding, self.flip, g)
@@ -139,19 +139,19 @@ class TensorImageData:
         device: torch.device | str,
         augment: bool = True,
         stream: int = STREAM_TRAIN,
+        rank: int = 0,
+        world: int = 1,
     ) -> Iterator[tuple[Tensor, Tensor]]:
-        if batch_size < 1:
-            raise PaiConfigError(f"batch_size={batch_size} must be >= 1")
+        check_batch_size(batch_size, world)
         t = self._tensors(device)
         dev = t["train_x"].device
         order, oy, ox, fl = self.epoch_plan(epoch, seed, augment, stream)
         order_d = order.to(dev)
         if oy is not None and ox is not None:
-            # Parameters are indexed by position in the epoch, so batch size does not change them.
+            # Parameters are indexed by position in the epoch, so batch size (and world size) does not change them.
             oy, ox = oy.to(dev), ox.to(dev)
             fl = fl.to(dev) if fl is not None else None
-        for start in range(0, self.num_train, batch_size):
-            sl = slice(start, start + batch_size)
+        for sl in batch_slices(self.num_train, batch_size, rank, world):
             idx = order_d[sl]
             x = self._transform(
                 take_rows(t["train_x"], idx),
@@ -168,13 +168,15 @@ class TensorImageData:
         # epoch -1: a stream of its own that no training epoch (0, 1, ...) uses.
         return self.train_batches(batch_size, -1, seed, device, augment)
 
-    def test_batches(self, batch_size: int, device: torch.device | str) -> Iterator[tuple[Tensor, Tensor]]:
-        if batch_size < 1:
-            raise PaiConfigError(f"batch_size={batch_size} must be >= 1")
+    def test_batches(
+        self, batch_size: int, device: torch.device | str, rank: int = 0, world: int = 1
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        check_batch_size(batch_size, key="train.eval_batch_size")
         t = self._tensors(device)
-        for start in range(0, self.num_test, batch_size):
-            x = t["test_x"][start : start + batch_size]
-            yield normalize(x, t["mean"], t["std"]), t["test_y"][start : start + batch_size]
+        share = shard_range(self.num_test, rank, world)
+        for start in range(share.start, share.stop, batch_size):
+            sl = slice(start, min(start + batch_size, share.stop))
+            yield normalize(t["test_x"][sl], t["mean"], t["std"]), t["test_y"][sl]
 
     def scoring_samples(
         self, per_class: int, seed: int, device: torch.device | str, augment: bool = True

@@ -14,7 +14,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from pai import distributed
 from pai.data.base import ImageData
+from pai.data.batching import check_batch_size
 from pai.pruning.masks import MaskEnforcer, Masks
 from pai.seeding import rng_state, set_rng_state
 from pai.train.checkpoint import atomic_save, load_checkpoint
@@ -39,9 +41,19 @@ def train(
 
     Every epoch ends with a test evaluation and an atomic checkpoint (model, optimizer, scheduler, masks,
     RNG states, history, `extra_state`); if `checkpoint` exists, training continues from it.
+
+    Distributed (pai.distributed): the model is wrapped in DistributedDataParallel, every rank trains on its
+    slice of each global batch of `recipe.batch_size`, all ranks load the same checkpoint (rank 0's), and only
+    rank 0 writes it.
     """
+    world, rank = distributed.world_size(), distributed.rank()
+    check_batch_size(recipe.batch_size, world)
     memory_format = torch.channels_last if recipe.use_channels_last(device) else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
+    if world > 1 and recipe.use_sync_bn(device):
+        # In place for every BN below the top module (the model's own BN layers, same Parameters and buffers,
+        # same state_dict keys): checkpoints stay interchangeable with single-process runs.
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = recipe.optimizer(model.parameters())
     scheduler = recipe.scheduler(optimizer) if recipe.scheduler else None
     history: list[dict] = []
@@ -55,43 +67,63 @@ def train(
         set_rng_state(state["rng"])
         history, start = state["history"], state["epoch"] + 1
         log.info("resuming from %s at epoch %d/%d", checkpoint, start + 1, recipe.epochs)
+    # Hooks on the Parameters themselves: they act under the DDP wrapper too (the gradient is masked before
+    # DDP all-reduces it, and the post-step re-mask runs on every rank's optimizer).
     enforcer = MaskEnforcer(model, masks, optimizer) if masks else None
-    step_model = torch.compile(model) if recipe.compile else model
+    step_model = ddp_wrap(model, device) if world > 1 else model
+    if recipe.compile:
+        step_model = torch.compile(step_model)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     autocast_dtype = recipe.autocast_dtype(device)
+    main = distributed.is_main()
     try:
         for epoch in range(start, recipe.epochs):
             model.train()
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
             seen = 0
-            batches = data.train_batches(recipe.batch_size, epoch, seed, device, augment=recipe.augment)
+            batches = data.train_batches(recipe.batch_size, epoch, seed, device, augment=recipe.augment,
+                                         rank=rank, world=world)
             total = -(-data.num_train // recipe.batch_size)
+            if world > 1 and data.num_train % recipe.batch_size and data.num_train % recipe.batch_size < world:
+                total -= 1  # a last batch with fewer samples than ranks is dropped (pai.data.batching)
             if recipe.steps_per_epoch:
                 total = min(total, recipe.steps_per_epoch)
             # islice: a shortened epoch stops without producing (and augmenting) one batch too many.
             bar = tqdm(itertools.islice(batches, total), total=total, desc=f"epoch {epoch + 1}/{recipe.epochs}",
-                       leave=False, disable=not sys.stderr.isatty())
-            for x, y in bar:
+                       leave=False, disable=not (main and sys.stderr.isatty()))
+            for step, (x, y) in enumerate(bar):
                 x = x.contiguous(memory_format=memory_format)  # a no-op unless channels_last
                 autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype
                             else contextlib.nullcontext())
                 with autocast:
                     logits = step_model(x)
                     loss = loss_fn(logits.float(), y)
+                objective = loss
+                if world > 1:
+                    # DDP averages the ranks' gradients; weighting each rank's mean by its share of the global
+                    # batch makes that average the gradient of the global-batch mean, also for an uneven last
+                    # batch (for full batches the factor is exactly 1).
+                    n_global = min(recipe.batch_size, data.num_train - step * recipe.batch_size)
+                    objective = loss * (y.numel() * world / n_global)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                objective.backward()
                 optimizer.step()
                 loss_sum += loss.detach() * y.numel()
                 correct += (logits.detach().argmax(1) == y).sum()
                 seen += y.numel()
             if scheduler is not None:
                 scheduler.step()
+            train_loss, train_acc = _epoch_train_metrics(loss_sum, correct, seen, device)
+            if world > 1:
+                # Without SyncBatchNorm each rank's running statistics follow its own slices: take rank 0's
+                # everywhere, so every rank evaluates (and would checkpoint) the same model.
+                distributed.broadcast_module_state(model, "the BN statistics broadcast", parameters=False)
             test_loss, test_acc = evaluate(model, data, device, recipe.eval_batch_size, memory_format)
             record = {
                 "epoch": epoch + 1,
-                "train_loss": loss_sum.item() / seen,
-                "train_acc": correct.item() / seen,
+                "train_loss": train_loss,
+                "train_acc": train_acc,
                 "test_loss": test_loss,
                 "test_acc": test_acc,
                 "lr": optimizer.param_groups[0]["lr"],
@@ -99,19 +131,42 @@ def train(
             history.append(record)
             log.info("epoch %d/%d  train_loss %.4f  train_acc %.4f  test_loss %.4f  test_acc %.4f",
                      epoch + 1, recipe.epochs, record["train_loss"], record["train_acc"], test_loss, test_acc)
-            atomic_save({
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler else None,
-                "masks": masks,
-                "rng": rng_state(),
-                "epoch": epoch,
-                "history": history,
-                **(extra_state or {}),
-            }, checkpoint)
+            if main:
+                atomic_save({
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler else None,
+                    "masks": masks,
+                    "rng": rng_state(),
+                    "epoch": epoch,
+                    "history": history,
+                    **(extra_state or {}),
+                }, checkpoint)
             if on_epoch is not None:
                 on_epoch(record)
+        if world > 1:
+            # DDP keeps the replicas identical; checked once, cheaply, so a divergence cannot go unnoticed.
+            distributed.agree(distributed.checksum(model.state_dict()), "the trained model (state_dict checksum)")
     finally:
         if enforcer is not None:
             enforcer.remove()
     return history
+
+
+def ddp_wrap(model: nn.Module, device: torch.device) -> nn.Module:
+    """DistributedDataParallel around `model`. Its constructor broadcasts rank 0's parameters and buffers, so
+    every rank starts from rank 0's (pruned, BN-warmed) model; buffers are re-broadcast before every forward."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _epoch_train_metrics(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int,
+                         device: torch.device) -> tuple[float, float]:
+    """Mean training loss and accuracy of the epoch, over all ranks' samples."""
+    if not distributed.is_distributed():
+        return loss_sum.item() / seen, correct.item() / seen
+    sums = torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(seen), dtype=torch.float64,
+                                                                          device=device)])
+    distributed.all_reduce_sum(sums, "the training-metrics all-reduce")
+    return sums[0].item() / sums[2].item(), sums[1].item() / sums[2].item()
