@@ -15,6 +15,7 @@ try:
         HUTCHINSON,
         PER_SAMPLE,
         TEN,
+        TiedNet,
         assert_untouched,
         batch,
         make_criterion,
@@ -31,6 +32,7 @@ except ImportError:  # imported as a package (pytest --import-mode=importlib)
         HUTCHINSON,
         PER_SAMPLE,
         TEN,
+        TiedNet,
         assert_untouched,
         batch,
         make_criterion,
@@ -152,18 +154,8 @@ def test_bad_path_is_a_config_error():
 
 
 def test_hooks_fall_back_when_a_weight_is_used_outside_its_module():
-    class Tied(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 3)
-            self.fc = nn.Linear(4, 4)
-
-        def forward(self, x):
-            h = self.fc(self.conv(x).mean((2, 3)))
-            return nn.functional.linear(torch.tanh(h), self.fc.weight)  # fc.weight used again, not via fc()
-
     torch.manual_seed(0)
-    net = Tied().double()
+    net = TiedNet().double()
     x, y = batch(5)
     names = list(Criterion.weights(net))
     ref = gradient_moments(net, names, x, y, path="loop")

@@ -40,6 +40,20 @@ class SmallNet(nn.Module):
         return self.fc(torch.relu(self.fc1(self.drop(out.mean((2, 3))))))
 
 
+class TiedNet(nn.Module):
+    """Uses fc.weight a second time outside fc(): layer hooks miss that use, so the hook path must refuse and the
+    fast path must fall back to autograd."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.fc(self.conv(x).mean((2, 3)))
+        return nn.functional.linear(torch.tanh(h), self.fc.weight)
+
+
 def small_net(seed: int = 0, dtype: torch.dtype = torch.float64) -> SmallNet:
     """A SmallNet with non-trivial BN running statistics (so eval-mode BN is not the identity)."""
     torch.manual_seed(seed)

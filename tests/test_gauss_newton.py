@@ -11,10 +11,19 @@ from torch import nn
 from torch.func import functional_call
 
 try:
-    from test_criteria_common import GAUSS_NEWTON, batch, make_criterion, one_thread, rel_close, small_net  # noqa: F401
+    from test_criteria_common import (  # noqa: F401
+        GAUSS_NEWTON,
+        TiedNet,
+        batch,
+        make_criterion,
+        one_thread,
+        rel_close,
+        small_net,
+    )
 except ImportError:  # imported as a package (pytest --import-mode=importlib)
     from tests.test_criteria_common import (  # noqa: F401
         GAUSS_NEWTON,
+        TiedNet,
         batch,
         make_criterion,
         one_thread,
@@ -168,18 +177,8 @@ def test_fisher_mc_draws_are_seeded_and_follow_the_probabilities():
 
 
 def test_hooks_fall_back_when_a_weight_is_used_outside_its_module():
-    class Tied(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 3)
-            self.fc = nn.Linear(4, 4)
-
-        def forward(self, x):
-            h = self.fc(self.conv(x).mean((2, 3)))
-            return F.linear(torch.tanh(h), self.fc.weight)  # fc.weight used again, not via fc()
-
     torch.manual_seed(0)
-    net = Tied().double()
+    net = TiedNet().double()
     x, y = batch(5)
     names = list(Criterion.weights(net))
     ref = ggn_diagonal(net, names, x, y, temperature=1.0, path="loop")
