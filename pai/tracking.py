@@ -3,7 +3,7 @@
 A run calls start → log_pruning (once, before training) → log (per epoch) → summary → finish; `finish()` is
 always reached (pai.run calls it in `finally`), so a failed run never leaks into the next run of the same process.
 
-What a W&B run holds (see docs/sweeps.md):
+What a W&B run holds (README.md, "Weights & Biases"):
 - config: the resolved run config (every key of conf/, e.g. `seed`, `pruner._target_`, `train.lr`);
 - identity: project/entity/tags from `conf/logger/wandb.yaml`, group = `experiment_name` (else
   `<dataset>-<model>`), job_type = the criterion's name, name = the run's directory name under runs/;
