@@ -47,3 +47,4 @@ fmnist-validation: $(STAMP)
 	$(FMNIST) sparsity=0.98 pruner=hts pruner.temperature=1 'label="hts@T1"'
 	$(FMNIST) sparsity=0.9,0.995 seed=0,42 prune.bn_warmup=false
 	$(PY) -m pai.report $(FMNIST_OUT)/runs --out docs/results/fashion_mnist/report
+	$(PY) -m pai.report $(FMNIST_OUT)/runs --out docs/results/fashion_mnist/report --sparsity 0.98  # + density at 0.98
