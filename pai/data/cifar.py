@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from pai.data.base import as_floats, check_matches, missing, socket_timeout
-from pai.data.tensor_data import TensorImageData
+from pai.data.base import missing, socket_timeout
+from pai.data.tensor_data import TensorImageData, checked_tensor_data
 
 
 def _load(cls: type[CIFAR10], name: str, root: Path, download: bool) -> tuple[CIFAR10, CIFAR10]:
@@ -48,27 +48,8 @@ def _build(
     flip: bool,
 ) -> TensorImageData:
     train, test = _load(cls, name, Path(root).expanduser(), download)
-    train_x, train_y = _to_tensor(train)
-    test_x, test_y = _to_tensor(test)
-    check_matches(
-        name,
-        num_classes=(num_classes, len(train.classes)),
-        in_channels=(in_channels, train_x.shape[1]),
-        image_size=(image_size, train_x.shape[2]),
-    )
-    return TensorImageData(
-        name,
-        train_x,
-        train_y,
-        test_x,
-        test_y,
-        num_classes=num_classes,
-        mean=as_floats(mean, in_channels, "mean", name),
-        std=as_floats(std, in_channels, "std", name),
-        crop_padding=crop_padding,
-        flip=flip,
-        classes=train.classes,
-    )
+    return checked_tensor_data(name, _to_tensor(train), _to_tensor(test), train.classes, num_classes, in_channels,
+                               image_size, mean, std, crop_padding, flip)
 
 
 def build_cifar10(

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torchvision.datasets import FashionMNIST
 
-from pai.data.base import check_matches, missing, socket_timeout
-from pai.data.tensor_data import TensorImageData
+from pai.data.base import missing, socket_timeout
+from pai.data.tensor_data import TensorImageData, checked_tensor_data
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 IDX_FILES = (
@@ -90,24 +90,9 @@ def build_fashion_mnist(
 ) -> TensorImageData:
     """Fashion-MNIST (60000 train / 10000 test, 28x28 grey, 10 classes) as a device-resident tensor set."""
     train, test = _load(name, Path(root).expanduser(), download, system_dir)
-    train_x = train.data.unsqueeze(1).contiguous()  # (N, 28, 28) uint8 -> (N, 1, 28, 28)
-    test_x = test.data.unsqueeze(1).contiguous()
-    check_matches(
+    return checked_tensor_data(
         name,
-        num_classes=(num_classes, len(train.classes)),
-        in_channels=(in_channels, train_x.shape[1]),
-        image_size=(image_size, train_x.shape[2]),
-    )
-    return TensorImageData(
-        name,
-        train_x,
-        train.targets.to(torch.int64),
-        test_x,
-        test.targets.to(torch.int64),
-        num_classes=num_classes,
-        mean=(float(mean),),
-        std=(float(std),),
-        crop_padding=crop_padding,
-        flip=flip,
-        classes=train.classes,
+        (train.data.unsqueeze(1).contiguous(), train.targets.to(torch.int64)),  # (N, 28, 28) -> (N, 1, 28, 28)
+        (test.data.unsqueeze(1).contiguous(), test.targets.to(torch.int64)),
+        train.classes, num_classes, in_channels, image_size, mean, std, crop_padding, flip,
     )

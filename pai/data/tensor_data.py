@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from pai.data.augment import crop_flip, draw_crop_flip, normalize
-from pai.data.base import STREAM_SCORING, STREAM_TRAIN, balanced_indices, make_generator
+from pai.data.base import STREAM_SCORING, STREAM_TRAIN, as_floats, balanced_indices, check_matches, make_generator
 from pai.data.batching import batch_slices, check_batch_size, epoch_order, shard_range
 from pai.errors import PaiConfigError
 
@@ -190,3 +190,30 @@ class TensorImageData:
             oy, ox, fl = draw_crop_flip(idx.numel(), self.crop_padding, self.flip, g)
             return self._transform(x, t, oy, ox, fl), t["train_y"][idx_d]
         return self._transform(x, t, None, None, None), t["train_y"][idx_d]
+
+
+def checked_tensor_data(
+    name: str,
+    train: tuple[Tensor, Tensor],
+    test: tuple[Tensor, Tensor],
+    classes: Sequence[str],
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    mean: Sequence[float] | float,
+    std: Sequence[float] | float,
+    crop_padding: int,
+    flip: bool,
+) -> TensorImageData:
+    """A file-backed data set from its loaded (images, labels) splits, after checking the config's
+    `num_classes`, `in_channels` and `image_size` against the files (one message naming the key)."""
+    check_matches(
+        name,
+        num_classes=(num_classes, len(classes)),
+        in_channels=(in_channels, train[0].shape[1]),
+        image_size=(image_size, train[0].shape[2]),
+    )
+    return TensorImageData(
+        name, *train, *test, num_classes=num_classes, mean=as_floats(mean, in_channels, "mean", name),
+        std=as_floats(std, in_channels, "std", name), crop_padding=crop_padding, flip=flip, classes=list(classes),
+    )
