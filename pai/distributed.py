@@ -16,10 +16,8 @@ in a way the launcher does not see) makes the others' next collective fail after
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
-import pickle
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from pai.digest import tensor_digest
 from pai.errors import PaiConfigError
 
 log = logging.getLogger(__name__)
@@ -174,16 +173,11 @@ def rank0_first(what: str) -> Iterator[None]:
         yield
         return
     if is_main():
-        try:
+        with _announce_outcome(what):
             yield
-        except Exception as exc:
-            broadcast_object(("failed", f"{type(exc).__name__}: {exc}"), what, long_wait=True)
-            raise
-        broadcast_object(("ok", None), what, long_wait=True)
+        _send_outcome(what, None)
         return
-    status, message = broadcast_object(None, f"waiting for rank 0: {what}", long_wait=True)
-    if status == "failed":
-        raise DistributedError(f"rank {_state.rank}: rank 0 failed {what} ({message}); see rank 0's log")
+    _receive_outcome(what)
     yield
 
 
@@ -193,14 +187,30 @@ def run_on_rank0(fn: Callable[[], T], what: str) -> T:
     DistributedError, instead of leaving them waiting."""
     if not is_distributed():
         return fn()
-    if is_main():
-        try:
-            result = fn()
-        except Exception as exc:
-            broadcast_object(("failed", f"{type(exc).__name__}: {exc}"), what, long_wait=True)
-            raise
-        broadcast_object(("ok", result), what, long_wait=True)
-        return result
+    if not is_main():
+        return _receive_outcome(what)
+    with _announce_outcome(what):
+        result = fn()
+    _send_outcome(what, result)
+    return result
+
+
+@contextlib.contextmanager
+def _announce_outcome(what: str) -> Iterator[None]:
+    """Rank 0: if the block raises, tell the waiting ranks (they raise too), then re-raise here."""
+    try:
+        yield
+    except Exception as exc:
+        broadcast_object(("failed", f"{type(exc).__name__}: {exc}"), what, long_wait=True)
+        raise
+
+
+def _send_outcome(what: str, value: Any) -> None:
+    broadcast_object(("ok", value), what, long_wait=True)
+
+
+def _receive_outcome(what: str) -> Any:
+    """The other ranks: rank 0's value, or DistributedError carrying rank 0's error."""
     status, value = broadcast_object(None, f"waiting for rank 0: {what}", long_wait=True)
     if status == "failed":
         raise DistributedError(f"rank {_state.rank}: rank 0 failed {what} ({value}); see rank 0's log")
@@ -255,11 +265,16 @@ def agree(value: Any, what: str) -> None:
 
 
 def checksum(tensors: Mapping[str, Tensor]) -> str:
-    """sha256 (first 16 hex digits) of names, dtypes, shapes and bytes: equal iff the tensors are equal."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu").contiguous()
-        h.update(pickle.dumps((name, str(t.dtype), tuple(t.shape))))
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
+    """First 16 hex digits of the tensors' digest (names in sorted order): equal iff the tensors are equal."""
+    return tensor_digest({name: tensors[name] for name in sorted(tensors)})[:16]
 
+
+def mean_loss_and_accuracy(loss_sum: Tensor, correct: Tensor, count: int, what: str) -> tuple[float, float]:
+    """(loss_sum / count, correct / count) over the samples of every rank: one all-reduce of the three sums
+    (float64 holds the counts exactly, below 2**53)."""
+    if not is_distributed():
+        return loss_sum.item() / count, correct.item() / count
+    sums = torch.stack([loss_sum.double(), correct.double(),
+                        torch.tensor(float(count), dtype=torch.float64, device=loss_sum.device)])
+    all_reduce_sum(sums, what)
+    return sums[0].item() / sums[2].item(), sums[1].item() / sums[2].item()

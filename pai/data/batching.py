@@ -43,15 +43,21 @@ def batch_slices(num: int, batch_size: int, rank: int = 0, world: int = 1) -> It
     possible (sizes differ by one); with fewer samples than ranks it is dropped in a distributed run, because
     a rank with an empty batch cannot take part in the gradient all-reduce (one process keeps it).
     """
-    check_batch_size(batch_size, world)
     if not 0 <= rank < world:
         raise ValueError(f"rank={rank} outside a world of {world}")
-    for start in range(0, num, batch_size):
+    for i in range(num_batches(num, batch_size, world)):
+        start = i * batch_size
         n = min(batch_size, num - start)
-        if world > 1 and n < world:
-            return
         lo, hi = start + rank * n // world, start + (rank + 1) * n // world
         yield slice(lo, hi)
+
+
+def num_batches(num: int, batch_size: int, world: int = 1) -> int:
+    """Global batches in an epoch of `num` samples: a last partial batch counts unless a distributed run drops
+    it (fewer samples than ranks, see batch_slices)."""
+    check_batch_size(batch_size, world)
+    full, rest = divmod(num, batch_size)
+    return full + (1 if rest and (world == 1 or rest >= world) else 0)
 
 
 def shard_range(num: int, rank: int = 0, world: int = 1) -> range:

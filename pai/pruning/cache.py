@@ -32,6 +32,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from pai.digest import tensor_digest
 from pai.pruning.criteria.base import Criterion
 
 log = logging.getLogger(__name__)
@@ -40,12 +41,7 @@ CACHE_VERSION = 1  # bump when the scoring code changes what a criterion returns
 
 def weights_fingerprint(model: nn.Module) -> str:
     """sha256 of the model's parameters and buffers (names, shapes, dtypes and bytes)."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    return tensor_digest(model.state_dict())
 
 
 def cache_identity(cfg: DictConfig, criterion: Criterion, model: nn.Module, warmup_batch_size: int) -> dict:

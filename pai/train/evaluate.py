@@ -35,10 +35,4 @@ def evaluate(
         correct += (logits.argmax(1) == y).sum()
         count += y.numel()
     model.train(was_training)
-    if distributed.is_distributed():
-        # float64 holds the counts exactly (< 2**53); one all-reduce for the three sums.
-        sums = distributed.all_reduce_sum(
-            torch.stack([loss_sum, correct.double(), torch.tensor(float(count), dtype=torch.float64, device=device)]),
-            "the test-set evaluation")
-        loss_sum, correct, count = sums[0], sums[1], int(sums[2].item())
-    return loss_sum.item() / count, correct.item() / count
+    return distributed.mean_loss_and_accuracy(loss_sum, correct, count, "the test-set evaluation")

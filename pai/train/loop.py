@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from pai import distributed
 from pai.data.base import ImageData
-from pai.data.batching import check_batch_size
+from pai.data.batching import check_batch_size, num_batches
 from pai.pruning.masks import MaskEnforcer, Masks
 from pai.seeding import rng_state, set_rng_state
 from pai.train.checkpoint import atomic_save, load_checkpoint
@@ -84,9 +84,7 @@ def train(
             seen = 0
             batches = data.train_batches(recipe.batch_size, epoch, seed, device, augment=recipe.augment,
                                          rank=rank, world=world)
-            total = -(-data.num_train // recipe.batch_size)
-            if world > 1 and data.num_train % recipe.batch_size and data.num_train % recipe.batch_size < world:
-                total -= 1  # a last batch with fewer samples than ranks is dropped (pai.data.batching)
+            total = num_batches(data.num_train, recipe.batch_size, world)
             if recipe.steps_per_epoch:
                 total = min(total, recipe.steps_per_epoch)
             # islice: a shortened epoch stops without producing (and augmenting) one batch too many.
@@ -114,7 +112,8 @@ def train(
                 seen += y.numel()
             if scheduler is not None:
                 scheduler.step()
-            train_loss, train_acc = _epoch_train_metrics(loss_sum, correct, seen, device)
+            train_loss, train_acc = distributed.mean_loss_and_accuracy(loss_sum, correct, seen,
+                                                                          "the training metrics")
             if world > 1:
                 # Without SyncBatchNorm each rank's running statistics follow its own slices: take rank 0's
                 # everywhere, so every rank evaluates (and would checkpoint) the same model.
@@ -159,14 +158,3 @@ def ddp_wrap(model: nn.Module, device: torch.device) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-def _epoch_train_metrics(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int,
-                         device: torch.device) -> tuple[float, float]:
-    """Mean training loss and accuracy of the epoch, over all ranks' samples."""
-    if not distributed.is_distributed():
-        return loss_sum.item() / seen, correct.item() / seen
-    sums = torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(seen), dtype=torch.float64,
-                                                                          device=device)])
-    distributed.all_reduce_sum(sums, "the training-metrics all-reduce")
-    return sums[0].item() / sums[2].item(), sums[1].item() / sums[2].item()
