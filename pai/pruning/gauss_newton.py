@@ -27,8 +27,6 @@ they apply, else vmap.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -37,15 +35,14 @@ from torch.func import jacrev, vmap
 from pai.data.base import make_generator
 from pai.pruning.curvature import Grads, Objective, grads_of, group_chunks, num_groups, scoring_mode
 from pai.pruning.hook_grads import (
-    HookCheckError,
     HookGrads,
     check_against,
     hooks_supported,
     outputs,
     samples_independent,
+    with_vmap_fallback,
 )
 
-log = logging.getLogger(__name__)
 PATHS = ("fast", "hooks", "vmap", "loop")
 LABEL_STREAM = 3  # the sampled labels' own random stream (0 training, 1 scoring samples, 2 Hutchinson probes)
 
@@ -73,13 +70,7 @@ def ggn_diagonal(model: nn.Module, names: list[str], inputs: Tensor, targets: Te
         requested = path
         if path == "fast":
             path = "hooks" if hooks_supported(model, names) else "vmap"
-        try:
-            return _chunked(obj, inputs, probs, omega, path, chunk_size)
-        except HookCheckError as err:
-            if requested != "fast":
-                raise
-            log.warning("per-sample gradients by hooks failed their check (%s); using vmap", err)
-            return _chunked(obj, inputs, probs, omega, "vmap", chunk_size)
+        return with_vmap_fallback(lambda p: _chunked(obj, inputs, probs, omega, p, chunk_size), path, requested)
 
 
 def sample_weights(n: int, batch_size: int, like: Tensor) -> Tensor:

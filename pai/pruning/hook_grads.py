@@ -9,14 +9,19 @@ with per-sample groups, Σ_i (δ_iᵀ a_i)² = (δ²)ᵀ(a²), so its squares co
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pai.pruning.curvature import Grads, Objective
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Records = dict[str, list[tuple[Tensor, Tensor]]]  # layer -> [(input, output)], one per call
 SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -25,6 +30,18 @@ SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 class HookCheckError(RuntimeError):
     """The hook-based gradients disagree with autograd (e.g. a weight used outside its module's forward, or a
     layer output modified in place); the caller falls back to vmap."""
+
+
+def with_vmap_fallback(compute: Callable[[str], T], path: str, requested: str) -> T:
+    """`compute(path)`; when the path was chosen by `fast` and the hooks fail their check, `compute("vmap")`
+    instead (an explicitly requested path raises)."""
+    try:
+        return compute(path)
+    except HookCheckError as err:
+        if requested != "fast":
+            raise
+        log.warning("per-sample gradients by hooks failed their check (%s); using vmap", err)
+        return compute("vmap")
 
 
 def _owners(model: nn.Module, names: list[str]) -> dict[str, nn.Module] | None:

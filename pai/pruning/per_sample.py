@@ -18,15 +18,12 @@ without running statistics couples a batch's samples, and fast then takes vmap (
 
 from __future__ import annotations
 
-import logging
-
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
 from pai.pruning.curvature import Grads, Objective, grads_of, group_chunks, num_groups, scoring_mode
-from pai.pruning.hook_grads import HookCheckError, HookGrads, hooks_supported, samples_independent
+from pai.pruning.hook_grads import HookGrads, hooks_supported, samples_independent, with_vmap_fallback
 
-log = logging.getLogger(__name__)
 PATHS = ("fast", "hooks", "vmap", "loop", "batched")
 
 
@@ -43,13 +40,8 @@ def gradient_moments(model: nn.Module, names: list[str], inputs: Tensor, targets
             path = _fast_path(model, names, squares)
         if path == "batched" and squares:
             raise ValueError("path='batched' gives only the mean gradient; squared gradients need another path")
-        try:
-            sums = _moments(obj, model, inputs, targets, batch_size, path, chunk_size, squares)
-        except HookCheckError as err:
-            if requested != "fast":
-                raise
-            log.warning("per-sample gradients by hooks failed their check (%s); using vmap", err)
-            sums = _moments(obj, model, inputs, targets, batch_size, "vmap", chunk_size, squares)
+        sums = with_vmap_fallback(
+            lambda p: _moments(obj, model, inputs, targets, batch_size, p, chunk_size, squares), path, requested)
         groups = num_groups(inputs.shape[0], batch_size)
         g = {k: v / groups for k, v in sums[0].items()}
         return g, ({k: v / groups for k, v in sums[1].items()} if squares else None)
