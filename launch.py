@@ -53,9 +53,14 @@ def main(cfg: DictConfig) -> float | None:
                 log.error("error: %s", exc)
                 sys.exit(2)
             raise
+        log.exception("run failed: %s: %s", type(exc).__name__, exc)
+        if rank != 0:
+            # Rank 0 records the run. This rank's process exits non-zero (SystemExit passes Hydra's and submitit's
+            # `except Exception`), so srun (SLURM_KILL_BAD_EXIT) ends the job at once: on NCCL rank 0 would
+            # otherwise wait out train.dist_timeout_s in its next collective.
+            sys.exit(1)
         # In a sweep the other jobs go on: the run's results.json says `failed`, this job's record too, and the
         # SweepReport callback lists the failure when the sweep ends (the command then exits with status 1).
-        log.exception("run failed: %s: %s", type(exc).__name__, exc)
         record(cfg, "failed", error=f"{type(exc).__name__}: {exc}")
         return None
     # done | skipped (finished before) | busy (another job is running the same config right now)

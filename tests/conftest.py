@@ -101,9 +101,9 @@ def job_records(sweep_dir: Path) -> list[dict]:
     return sorted(recs, key=lambda r: r["job_num"])
 
 
-def popen_launch(args: list[str], env: dict[str, str], script: Path | None = None) -> subprocess.Popen:
-    """launch.py (or `script`) in the background, stdout and stderr merged into `.stdout`."""
-    return subprocess.Popen([sys.executable, str(script or REPO_ROOT / "launch.py"), *args], cwd=REPO_ROOT, env=env,
+def popen_launch(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """launch.py in the background, stdout and stderr merged into `.stdout`."""
+    return subprocess.Popen([sys.executable, str(REPO_ROOT / "launch.py"), *args], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -28,14 +28,24 @@ VIT = [*(a for a in TINY if not a.startswith("model")), "model=vit_tiny", "model
        "sparsity=0.8", "train.epochs=2"]
 # ResNet (BatchNorm, per-rank statistics) with BN warmup on rank 0, two epochs of two steps.
 RESNET = [*TINY, "pruner=random", "sparsity=0.8", "prune.bn_warmup=true", "train.epochs=2"]
-FAULT = REPO_ROOT / "tests" / "fault_launch.py"
 
 
-def torchrun(args: list[str], out_root: Path, env: dict, script: Path | None = None, nproc: int = 2,
+# One run over two SLURM tasks (ranks) of one CPU each on the local test cluster.
+SLURM_TWO_TASKS = ["hydra/launcher=slurm_multigpu", "hydra.launcher.gpus_per_node=0",
+                   "hydra.launcher.tasks_per_node=2", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+                   "hydra.launcher.timeout_min=10"]
+
+
+def fault_env(tmp: Path, fault: str, **extra: str) -> dict[str, str]:
+    """launch_env with a fault injected into one rank (tests/fault/sitecustomize.py)."""
+    return launch_env(tmp, PAI_TEST_FAULT=fault, PYTHONPATH=str(REPO_ROOT / "tests" / "fault"), **extra)
+
+
+def torchrun(args: list[str], out_root: Path, env: dict, nproc: int = 2,
              timeout: float = 180) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc_per_node=<nproc> launch.py <args>` (a free port, one node)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           str(script or REPO_ROOT / "launch.py"), *args, f"out_root={out_root}", f"hydra.run.dir={out_root}/hydra"]
+           str(REPO_ROOT / "launch.py"), *args, f"out_root={out_root}", f"hydra.run.dir={out_root}/hydra"]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     proc.output = proc.stdout + proc.stderr
     return proc
@@ -137,9 +147,9 @@ def test_two_ranks_train_like_one_process(tmp_path):
 def test_failed_rank_stops_the_run_and_the_rerun_resumes(tmp_path):
     """Rank 1 dies in epoch 2 (after the epoch-1 checkpoint): the run fails at once, not after the timeout. The
     rerun resumes every rank from rank 0's last.pt and ends as an uninterrupted two-rank run."""
-    env = launch_env(tmp_path, PAI_TEST_FAULT="1:raise:2")
+    env = fault_env(tmp_path, "1:raise:2")
     t0 = time.monotonic()
-    failed = torchrun([*RESNET, "train.dist_timeout_s=120"], tmp_path / "a", env, script=FAULT)
+    failed = torchrun([*RESNET, "train.dist_timeout_s=120"], tmp_path / "a", env)
     assert failed.returncode != 0 and "injected failure on rank 1" in failed.output, failed.output
     assert time.monotonic() - t0 < 60, "a dead rank must stop the run before the collective timeout"
     run_dir = _run_dir(tmp_path / "a") if list((tmp_path / "a").rglob("results.json")) else None
@@ -164,9 +174,9 @@ def test_failed_rank_stops_the_run_and_the_rerun_resumes(tmp_path):
 
 
 def test_hung_rank_fails_the_run_after_the_timeout(tmp_path):
-    env = launch_env(tmp_path, PAI_TEST_FAULT="1:hang")
+    env = fault_env(tmp_path, "1:hang")
     t0 = time.monotonic()
-    proc = torchrun([*RESNET, "train.dist_timeout_s=5"], tmp_path, env, script=FAULT, timeout=120)
+    proc = torchrun([*RESNET, "train.dist_timeout_s=5"], tmp_path, env, timeout=120)
     assert proc.returncode != 0, proc.output
     assert "DistributedError: rank 0/2: the test-set evaluation failed" in proc.output
     assert "train.dist_timeout_s" in proc.output
@@ -181,9 +191,9 @@ def test_rank0_pruning_failure_ends_the_other_ranks_with_its_error(tmp_path):
     with socket.socket() as s:  # a free port for the rendezvous
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    procs = [popen_launch([*RESNET, f"out_root={tmp_path}", f"hydra.run.dir={tmp_path}/hydra"], launch_env(
-        tmp_path, PAI_TEST_FAULT="0:score", RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)), script=FAULT) for r in range(2)]
+    procs = [popen_launch([*RESNET, f"out_root={tmp_path}", f"hydra.run.dir={tmp_path}/hydra"], fault_env(
+        tmp_path, "0:score", RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))) for r in range(2)]
     outputs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [1, 1], outputs
     assert "RuntimeError: injected scoring failure on rank 0" in outputs[0]
@@ -204,9 +214,7 @@ def test_global_batch_not_divisible_by_ranks_is_a_config_error(tmp_path):
 @pytest.mark.slurm
 def test_slurm_two_task_job_is_one_distributed_run(run_launch, tmp_path):
     out, sweep = tmp_path / "out", tmp_path / "sweep"
-    slurm = ["hydra/launcher=slurm_multigpu", "hydra.launcher.gpus_per_node=0", "hydra.launcher.tasks_per_node=2",
-             "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10"]
-    proc = run_launch(["-m", *RESNET, *slurm], out, sweep_dir=sweep)
+    proc = run_launch(["-m", *RESNET, *SLURM_TWO_TASKS], out, sweep_dir=sweep)
     assert proc.returncode == 0, proc.output
     (results,) = all_results(out)  # one results.json
     assert results["status"] == "done" and results["world_size"] == 2
@@ -214,6 +222,27 @@ def test_slurm_two_task_job_is_one_distributed_run(run_launch, tmp_path):
     assert rec["status"] == "done" and rec["run_dir"] == results["run_dir"]
     logs = "".join(p.read_text() for p in sweep.rglob(".submitit/*/*_log.*"))
     assert _checksums(logs) == {0: results["mask_checksum"], 1: results["mask_checksum"]}
+
+
+@pytest.mark.slurm
+def test_slurm_failed_rank_fails_the_sweep_job_and_the_relaunch_resumes(run_launch, tmp_path):
+    """Rank 1 of a two-task sweep job fails in epoch 2. Its task exits 1 (it used to return like a finished
+    job and exit 0, leaving rank 0 to notice at its next collective: on NCCL only after dist_timeout_s), so srun
+    ends the job; the sweep exits 1 with rank 1's error, rank 0 records the run as failed, and the relaunch
+    resumes it from rank 0's epoch-1 checkpoint."""
+    out, sweep = tmp_path / "out", tmp_path / "sweep"
+    args = ["-m", *RESNET, *SLURM_TWO_TASKS, "train.dist_timeout_s=120"]
+    failed = run_launch(args, out, sweep_dir=sweep, env=fault_env(tmp_path, "1:raise:2"))
+    assert failed.returncode == 1, failed.output
+    assert "RuntimeError: injected failure on rank 1" in failed.output  # rank 1's own error, not only rank 0's
+    assert "(task: 1)" in failed.output and "(state: FAILED)" in failed.output
+    assert "1 job(s): 1 failed" in failed.output
+    (results,) = all_results(out)
+    assert results["status"] == "failed"
+    relaunch = run_launch(args, out, sweep_dir=tmp_path / "sweep2")
+    assert relaunch.returncode == 0, relaunch.output
+    (results,) = all_results(out)
+    assert results["status"] == "done" and results["resumed_after_epoch"] == 1
 
 
 @pytest.mark.slurm
@@ -226,10 +255,8 @@ def test_slurm_preempted_two_task_job_resumes_identically(tmp_path):
 
     env = launch_env(tmp_path)
     a, b, sweep = tmp_path / "a", tmp_path / "b", tmp_path / "sweep"
-    longer = [*RESNET, "dataset.image_size=16", "dataset.num_train=1024", "train.epochs=3",
-              "hydra/launcher=slurm_multigpu", "hydra.launcher.gpus_per_node=0", "hydra.launcher.tasks_per_node=2",
-              "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=60",
-              "hydra.launcher.max_num_timeout=1"]
+    longer = [*RESNET, "dataset.image_size=16", "dataset.num_train=1024", "train.epochs=3", *SLURM_TWO_TASKS,
+              "hydra.launcher.timeout_min=60", "hydra.launcher.max_num_timeout=1"]
     proc = popen_launch(["-m", *longer, f"out_root={a},{b}", f"hydra.sweep.dir={sweep}"], env)
     ckpt = wait_for("runs/*/*/*/*/last.pt", a, proc, timeout=150)
     submitit_dir = wait_for(".submitit/*_0", sweep, proc)
