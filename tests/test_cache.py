@@ -9,6 +9,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import open_dict
+from test_criteria_common import ROOT, one_thread  # noqa: F401 (autouse fixture)
 
 import pai.pruning.cache as cache_mod
 import pai.pruning.pipeline as pipeline
@@ -17,11 +18,6 @@ from pai.pruning.cache import ScoreCache, cache_identity
 from pai.pruning.criteria.base import Criterion
 from pai.pruning.masks import prunable_weights
 from pai.pruning.pipeline import score_and_mask
-
-try:
-    from test_criteria_common import ROOT, one_thread  # noqa: F401 (autouse fixture)
-except ImportError:
-    from tests.test_criteria_common import ROOT, one_thread  # noqa: F401
 
 CPU = torch.device("cpu")
 TINY = ["dataset=synthetic", "dataset.image_size=8", "dataset.num_train=80", "dataset.num_classes=4",

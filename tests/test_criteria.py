@@ -6,42 +6,23 @@ from __future__ import annotations
 import pytest
 import torch
 from hydra.utils import instantiate
+from test_criteria_common import (
+    ALL_SCORING,
+    GAUSS_NEWTON,
+    HUTCHINSON,
+    PER_SAMPLE,
+    TEN,
+    TiedNet,
+    assert_untouched,
+    batch,
+    make_criterion,
+    one_thread,  # noqa: F401 (autouse fixture)
+    pruner_cfg,
+    rel_close,
+    small_net,
+    snapshot,
+)
 from torch import nn
-
-try:
-    from test_criteria_common import (
-        ALL_SCORING,
-        GAUSS_NEWTON,
-        HUTCHINSON,
-        PER_SAMPLE,
-        TEN,
-        TiedNet,
-        assert_untouched,
-        batch,
-        make_criterion,
-        one_thread,  # noqa: F401 (autouse fixture)
-        pruner_cfg,
-        rel_close,
-        small_net,
-        snapshot,
-    )
-except ImportError:  # imported as a package (pytest --import-mode=importlib)
-    from tests.test_criteria_common import (
-        ALL_SCORING,
-        GAUSS_NEWTON,
-        HUTCHINSON,
-        PER_SAMPLE,
-        TEN,
-        TiedNet,
-        assert_untouched,
-        batch,
-        make_criterion,
-        one_thread,  # noqa: F401 (autouse fixture)
-        pruner_cfg,
-        rel_close,
-        small_net,
-        snapshot,
-    )
 
 from pai.errors import PaiConfigError
 from pai.pruning.criteria.base import Criterion

@@ -6,6 +6,7 @@ import time
 
 import pytest
 import torch
+from test_criteria_common import one_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
 from pai.models.cifar_resnet import resnet50
@@ -13,11 +14,6 @@ from pai.models.he_resnet import resnet20
 from pai.pruning.criteria.synflow import SynFlow
 from pai.pruning.masks import apply_masks, collapsed_layers, kept_count, make_masks, prunable_weights
 from pai.pruning.prune import prune_masks
-
-try:
-    from test_criteria_common import one_thread  # noqa: F401 (autouse fixture)
-except ImportError:
-    from tests.test_criteria_common import one_thread  # noqa: F401
 
 
 def deep_mlp(depth: int = 80) -> nn.Module:

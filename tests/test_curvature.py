@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from test_criteria_common import one_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 from torch.func import functional_call
 
@@ -14,11 +15,6 @@ from pai.pruning.criteria.grasp import GraSP
 from pai.pruning.curvature import RademacherProbes, group_chunks, hessian_gradient_product, hutchinson
 from pai.pruning.masks import kept_count
 from pai.pruning.prune import select_masks
-
-try:
-    from test_criteria_common import one_thread  # noqa: F401 (autouse fixture)
-except ImportError:
-    from tests.test_criteria_common import one_thread  # noqa: F401
 
 
 def tiny_net() -> nn.Module:

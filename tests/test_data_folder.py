@@ -7,15 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision.transforms as T
+from data_files import build_from_yaml, write_image_folder
 from PIL import Image
 
 from pai.data import DataMissingError, FolderImageData, ImageData
 from pai.errors import PaiConfigError
-
-try:
-    from data_files import build_from_yaml, write_image_folder
-except ImportError:  # tests/ collected as a package
-    from tests.data_files import build_from_yaml, write_image_folder
 
 CPU = torch.device("cpu")
 CLASSES = ["n001", "n002", "n003"]

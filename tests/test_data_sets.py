@@ -9,43 +9,26 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms as T
+from data_files import (
+    build_from_yaml,
+    closed_port_url,
+    dataset_config,
+    md5,
+    patch_cifar_checksums,
+    serve_directory,
+    silent_server_url,
+    write_cifar10,
+    write_cifar100,
+    write_fashion_mnist,
+    write_tiny_imagenet,
+    zip_tree,
+)
 from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from pai.data import DataMissingError, TensorImageData
 from pai.data.tinyimagenet import cache_path
 from pai.errors import PaiConfigError
-
-try:
-    from data_files import (
-        build_from_yaml,
-        closed_port_url,
-        dataset_config,
-        md5,
-        patch_cifar_checksums,
-        serve_directory,
-        silent_server_url,
-        write_cifar10,
-        write_cifar100,
-        write_fashion_mnist,
-        write_tiny_imagenet,
-        zip_tree,
-    )
-except ImportError:  # tests/ collected as a package
-    from tests.data_files import (
-        build_from_yaml,
-        closed_port_url,
-        dataset_config,
-        md5,
-        patch_cifar_checksums,
-        serve_directory,
-        silent_server_url,
-        write_cifar10,
-        write_cifar100,
-        write_fashion_mnist,
-        write_tiny_imagenet,
-        zip_tree,
-    )
 
 CPU = torch.device("cpu")
 FMNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
@@ -324,13 +307,9 @@ def test_synthetic_shapes_balance_and_learnable(tmp_path: Path) -> None:
 def test_yaml_contract(name: str) -> None:
     import inspect
 
+    from data_files import CONF_DATASET
     from hydra.utils import get_method
     from omegaconf import OmegaConf
-
-    try:
-        from data_files import CONF_DATASET
-    except ImportError:
-        from tests.data_files import CONF_DATASET
     path = CONF_DATASET / f"{name}.yaml"
     node = OmegaConf.load(path)
     for key in ("_target_", "name", "num_classes", "in_channels", "image_size", "root"):

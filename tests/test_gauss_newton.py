@@ -7,29 +7,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from test_criteria_common import (  # noqa: F401
+    GAUSS_NEWTON,
+    TiedNet,
+    batch,
+    make_criterion,
+    one_thread,
+    rel_close,
+    small_net,
+)
 from torch import nn
 from torch.func import functional_call
-
-try:
-    from test_criteria_common import (  # noqa: F401
-        GAUSS_NEWTON,
-        TiedNet,
-        batch,
-        make_criterion,
-        one_thread,
-        rel_close,
-        small_net,
-    )
-except ImportError:  # imported as a package (pytest --import-mode=importlib)
-    from tests.test_criteria_common import (  # noqa: F401
-        GAUSS_NEWTON,
-        TiedNet,
-        batch,
-        make_criterion,
-        one_thread,
-        rel_close,
-        small_net,
-    )
 
 from pai.pruning.criteria.base import Criterion
 from pai.pruning.gauss_newton import ggn_diagonal, mc_labels, sample_weights

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import torch
+from test_criteria_common import SmallNet, one_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
 from pai.data.synthetic import build_synthetic
 from pai.pruning.warmup import bn_warmup
-
-try:
-    from test_criteria_common import SmallNet, one_thread  # noqa: F401 (autouse fixture)
-except ImportError:
-    from tests.test_criteria_common import SmallNet, one_thread  # noqa: F401
 
 CPU = torch.device("cpu")
 
