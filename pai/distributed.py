@@ -76,9 +76,8 @@ def detect_env(environ: Mapping[str, str] | None = None) -> DistEnv | None:
 
 
 def wanted(setting: str | bool) -> DistEnv | None:
-    """`train.distributed` (auto | true | false) against the environment: the ranks to use, or None."""
-    if setting not in ("auto", True, False):
-        raise PaiConfigError(f"train.distributed={setting!r} must be auto, true or false")
+    """`train.distributed` (auto | true | false, checked by Recipe) against the environment: the ranks to use,
+    or None."""
     env = detect_env()
     if setting is True and env is None:
         raise PaiConfigError("train.distributed=true but this process is alone (no WORLD_SIZE > 1 from torchrun, "

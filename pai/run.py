@@ -59,17 +59,17 @@ def run(cfg: DictConfig) -> dict:
     criterion: Criterion = build(cfg.pruner, "pruner")
     sparsity = check_sparsity(cfg.sparsity) if criterion.prunes else 0.0
     device = resolve_device(cfg.device)
-    env = distributed.wanted(cfg.train.get("distributed", "auto"))
-    with distributed.session(env, device, float(cfg.train.get("dist_timeout_s", 600.0)),
-                             float(cfg.train.get("dist_wait_timeout_s", 7200.0))) as device:
-        return _run(cfg, criterion, sparsity, device)
+    recipe: Recipe = build(cfg.train, "train")  # validates the train keys before a process group is joined
+    env = distributed.wanted(recipe.distributed)
+    with distributed.session(env, device, recipe.dist_timeout_s, recipe.dist_wait_timeout_s) as device:
+        return _run(cfg, criterion, recipe, sparsity, device)
 
 
-def _run(cfg: DictConfig, criterion: Criterion, sparsity: float, device: torch.device) -> dict:
+def _run(cfg: DictConfig, criterion: Criterion, recipe: Recipe, sparsity: float, device: torch.device) -> dict:
     paths = run_paths(cfg, criterion)
     # Ranks started with different overrides would train different runs into one directory.
     distributed.agree(paths.hash, "the run config (config hash)")
-    check_batch_size(int(cfg.train.batch_size), distributed.world_size())  # before any work, on every rank
+    check_batch_size(recipe.batch_size, distributed.world_size())  # before any work, on every rank
     main = distributed.is_main()  # rank 0 alone writes results.json, checkpoints and W&B
     tracker = build(cfg.logger, "logger") if main else Tracker()
     lock = paths.try_lock() if main else None
@@ -97,7 +97,7 @@ def _run(cfg: DictConfig, criterion: Criterion, sparsity: float, device: torch.d
     try:
         tracker.start(name=paths.name, config=OmegaConf.to_container(cfg, resolve=True), group=paths.group,
                       job_type=criterion.name)
-        results.update(_pipeline(cfg, criterion, sparsity, device, paths, tracker))
+        results.update(_pipeline(cfg, criterion, recipe, sparsity, device, paths, tracker))
         results["status"] = "done"
         if main:
             write_results(paths.results, results)
@@ -121,11 +121,11 @@ def _run(cfg: DictConfig, criterion: Criterion, sparsity: float, device: torch.d
                 lock.close()
 
 
-def _pipeline(cfg, criterion: Criterion, sparsity: float, device, paths: RunPaths, tracker) -> dict:
+def _pipeline(cfg, criterion: Criterion, recipe: Recipe, sparsity: float, device, paths: RunPaths,
+              tracker) -> dict:
     seed_everything(cfg.seed)
     with distributed.rank0_first("loading the dataset"):  # a download (dataset.download=true) happens once
         data = build_dataset(cfg.dataset)
-    recipe: Recipe = build(cfg.train, "train")
     model = build_model(cfg, data).to(device)
     names = list(prunable_weights(model, cfg.prune.prune_classifier))
     info: dict = {"warmup_seconds": 0.0, "score_seconds": 0.0, "num_prunable": sum(
