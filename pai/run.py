@@ -127,9 +127,10 @@ def _pipeline(cfg, criterion: Criterion, recipe: Recipe, sparsity: float, device
     with distributed.rank0_first("loading the dataset"):  # a download (dataset.download=true) happens once
         data = build_dataset(cfg.dataset)
     model = build_model(cfg, data).to(device)
-    names = list(prunable_weights(model, cfg.prune.prune_classifier))
-    info: dict = {"warmup_seconds": 0.0, "score_seconds": 0.0, "num_prunable": sum(
-        p.numel() for p in prunable_weights(model, cfg.prune.prune_classifier).values())}
+    weights = prunable_weights(model, cfg.prune.prune_classifier)
+    names = list(weights)
+    info: dict = {"warmup_seconds": 0.0, "score_seconds": 0.0,
+                  "num_prunable": sum(w.numel() for w in weights.values())}
     state = paths.checkpoint_state()
     masks = None
     if state is not None:  # resuming: the masks (and the weights) come from the checkpoint
