@@ -60,6 +60,8 @@ def num_batches(num: int, batch_size: int, world: int = 1) -> int:
     return full + (1 if rest and (world == 1 or rest >= world) else 0)
 
 
-def shard_range(num: int, rank: int = 0, world: int = 1) -> range:
-    """A contiguous, near-equal share of `num` items for `rank` (evaluation: each rank tests its share)."""
-    return range(rank * num // world, (rank + 1) * num // world)
+def shard_slices(num: int, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[slice]:
+    """Consecutive batches of at most `batch_size` over this rank's contiguous, near-equal share of `num` items
+    (evaluation: each rank tests its share; with one rank, all of them)."""
+    lo, hi = rank * num // world, (rank + 1) * num // world
+    return (slice(start, min(start + batch_size, hi)) for start in range(lo, hi, batch_size))

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 
 from pai.data.base import STREAM_SCORING, STREAM_TRAIN, balanced_indices, derive_seed, make_generator
-from pai.data.batching import batch_slices, check_batch_size, epoch_order, shard_range
+from pai.data.batching import batch_slices, check_batch_size, epoch_order, shard_slices
 
 
 class SeededTransform(Dataset):
@@ -135,8 +135,7 @@ class FolderImageData:
         check_batch_size(batch_size, key="train.eval_batch_size")
         device = torch.device(device)
         ds = SeededTransform(self.test_set, self.test_transform, None)
-        share = shard_range(self.num_test, rank, world)
-        batches = (range(s, min(s + batch_size, share.stop)) for s in range(share.start, share.stop, batch_size))
+        batches = (range(sl.start, sl.stop) for sl in shard_slices(self.num_test, batch_size, rank, world))
         return self._iterate(self._loader(ds, device, batches), device)
 
     def scoring_samples(
@@ -149,9 +148,6 @@ class FolderImageData:
         else:
             ds = SeededTransform(self.train_set, self.test_transform, None)
         device = torch.device(device)
-        xs, ys = zip(*self._iterate(self._loader(Subset(ds, idx), device, _chunks(len(idx), 256)), device), strict=True)
+        batches = (range(sl.start, sl.stop) for sl in shard_slices(len(idx), 256))
+        xs, ys = zip(*self._iterate(self._loader(Subset(ds, idx), device, batches), device), strict=True)
         return torch.cat(xs), torch.cat(ys)
-
-
-def _chunks(num: int, size: int) -> Iterator[range]:
-    return (range(s, min(s + size, num)) for s in range(0, num, size))

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from pai.data.augment import crop_flip, draw_crop_flip, normalize
 from pai.data.base import STREAM_SCORING, STREAM_TRAIN, as_floats, balanced_indices, check_matches, make_generator
-from pai.data.batching import batch_slices, check_batch_size, epoch_order, shard_range
+from pai.data.batching import batch_slices, check_batch_size, epoch_order, shard_slices
 from pai.errors import PaiConfigError
 
 
@@ -173,9 +173,7 @@ class TensorImageData:
     ) -> Iterator[tuple[Tensor, Tensor]]:
         check_batch_size(batch_size, key="train.eval_batch_size")
         t = self._tensors(device)
-        share = shard_range(self.num_test, rank, world)
-        for start in range(share.start, share.stop, batch_size):
-            sl = slice(start, min(start + batch_size, share.stop))
+        for sl in shard_slices(self.num_test, batch_size, rank, world):
             yield normalize(t["test_x"][sl], t["mean"], t["std"]), t["test_y"][sl]
 
     def scoring_samples(
