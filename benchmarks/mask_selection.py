@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from pai.pruning.masks import _top_k
+from pai.pruning.mask_calculator import top_k
 
 
 def full_sort(flat: torch.Tensor, k: int) -> torch.Tensor:
@@ -44,8 +44,8 @@ def main() -> None:
         flat[::7] = 0.5  # ties, as magnitude/SNIP scores of zero-initialised or repeated weights give
         k = int(round((1 - args.sparsity) * n))
         t_sort = best_of(full_sort, flat, k, args.repeats)
-        t_select = best_of(_top_k, flat, k, args.repeats)
-        same = torch.equal(full_sort(flat, k), _top_k(flat, k))
+        t_select = best_of(top_k, flat, k, args.repeats)
+        same = torch.equal(full_sort(flat, k), top_k(flat, k))
         print(f"| {n:,} | {t_sort:.3f} | {t_select:.3f} | {t_sort / t_select:.1f}x | {same} |")
 
 

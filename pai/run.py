@@ -17,15 +17,9 @@ from pai.data.batching import check_batch_size
 from pai.device import resolve_device
 from pai.errors import PaiConfigError
 from pai.pruning.criteria.base import Criterion
-from pai.pruning.masks import (
-    Masks,
-    achieved_sparsity,
-    apply_masks,
-    check_sparsity,
-    collapsed_layers,
-    layer_density,
-    prunable_weights,
-)
+from pai.pruning.mask_calculator import Masks, check_sparsity
+from pai.pruning.masks import achieved_sparsity, apply_masks, collapsed_layers, layer_density, prunable_weights
+from pai.pruning.options import PruneOptions
 from pai.pruning.pipeline import score_and_mask
 from pai.results import RunPaths, read_results, run_paths, write_results
 from pai.seeding import seed_everything
@@ -58,14 +52,16 @@ def run(cfg: DictConfig) -> dict:
     """
     criterion: Criterion = build(cfg.pruner, "pruner")
     sparsity = check_sparsity(cfg.sparsity) if criterion.prunes else 0.0
+    options = PruneOptions.from_config(cfg.prune)
     device = resolve_device(cfg.device)
     recipe: Recipe = build(cfg.train, "train")  # validates the train keys before a process group is joined
     env = distributed.wanted(recipe.distributed)
     with distributed.session(env, device, recipe.dist_timeout_s, recipe.dist_wait_timeout_s) as device:
-        return _run(cfg, criterion, recipe, sparsity, device)
+        return _run(cfg, options, criterion, recipe, sparsity, device)
 
 
-def _run(cfg: DictConfig, criterion: Criterion, recipe: Recipe, sparsity: float, device: torch.device) -> dict:
+def _run(cfg: DictConfig, options: PruneOptions, criterion: Criterion, recipe: Recipe, sparsity: float,
+         device: torch.device) -> dict:
     paths = run_paths(cfg, criterion)
     # Ranks started with different overrides would train different runs into one directory.
     distributed.agree(paths.hash, "the run config (config hash)")
@@ -97,7 +93,7 @@ def _run(cfg: DictConfig, criterion: Criterion, recipe: Recipe, sparsity: float,
     try:
         tracker.start(name=paths.name, config=OmegaConf.to_container(cfg, resolve=True), group=paths.group,
                       job_type=criterion.name)
-        results.update(_pipeline(cfg, criterion, recipe, sparsity, device, paths, tracker))
+        results.update(_pipeline(cfg, options, criterion, recipe, sparsity, device, paths, tracker))
         results["status"] = "done"
         if main:
             write_results(paths.results, results)
@@ -121,13 +117,13 @@ def _run(cfg: DictConfig, criterion: Criterion, recipe: Recipe, sparsity: float,
                 lock.close()
 
 
-def _pipeline(cfg, criterion: Criterion, recipe: Recipe, sparsity: float, device, paths: RunPaths,
-              tracker) -> dict:
+def _pipeline(cfg, options: PruneOptions, criterion: Criterion, recipe: Recipe, sparsity: float, device,
+              paths: RunPaths, tracker) -> dict:
     seed_everything(cfg.seed)
     with distributed.rank0_first("loading the dataset"):  # a download (dataset.download=true) happens once
         data = build_dataset(cfg.dataset)
     model = build_model(cfg, data).to(device)
-    weights = prunable_weights(model, cfg.prune.prune_classifier)
+    weights = prunable_weights(model, options.prune_classifier)
     names = list(weights)
     info: dict = {"warmup_seconds": 0.0, "score_seconds": 0.0,
                   "num_prunable": sum(w.numel() for w in weights.values())}
@@ -137,7 +133,7 @@ def _pipeline(cfg, criterion: Criterion, recipe: Recipe, sparsity: float, device
         masks, info = state["masks"], state["prune_info"]
     elif criterion.prunes:
         def prune() -> tuple[Masks, dict]:
-            masks, timings = score_and_mask(cfg, criterion, model, data, device, names, sparsity,
+            masks, timings = score_and_mask(cfg, options, criterion, model, data, device, names, sparsity,
                                             recipe.batch_size)
             apply_masks(model, masks)
             return {n: m.cpu() for n, m in masks.items()}, {**info, **timings}

@@ -1,11 +1,46 @@
-"""Seed every source of randomness a run touches, and capture/restore those states for resuming."""
+"""Seed every source of randomness a run touches, the table of named random streams, and capture/restore of
+the global states for resuming."""
 
 from __future__ import annotations
 
 import random
+from enum import IntEnum
 
 import numpy as np
 import torch
+
+
+class Stream(IntEnum):
+    """Every consumer of randomness draws from a CPU generator of its own, seeded by `make_generator(stream,
+    seed, ...)`, so that one never shifts another (drawing scoring samples never changes the training order).
+    Always pass the stream first. Values are part of every result: never renumber one."""
+
+    TRAIN = 0  # training order and augmentation per epoch; epoch -1 is the BN-warmup pass
+    SCORING_SAMPLES = 1  # which training samples score, and their augmentation
+    HUTCHINSON_PROBES = 2  # Rademacher probes of the Hutchinson estimators
+    FISHER_MC_LABELS = 3  # labels sampled from the model's predictive (fisher_mc)
+    LAYER_SHUFFLE = 4  # prune.ablation=layer_shuffle: the kept positions redrawn in each layer
+    REINIT = 5  # prune.ablation=reinit: the weights redrawn before training
+    RANDOM_SCORES = 7  # the random criterion's scores
+
+
+def derive_seed(*parts: int) -> int:
+    """Mix integers (seed, epoch, stream, ...) into one 63-bit seed for `torch.Generator.manual_seed`.
+
+    numpy's SeedSequence hashes the parts, so nearby inputs (seed 0 epoch 1 vs seed 1 epoch 0) give unrelated
+    streams, which `seed * K + epoch` would not guarantee. Negative parts (epoch -1) are mapped modulo 2**64.
+    """
+    entropy = [int(p) % 2**64 for p in parts]
+    lo, hi = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
+    return (int(hi) << 32 | int(lo)) & (2**63 - 1)
+
+
+def make_generator(*parts: int) -> torch.Generator:
+    """A CPU generator seeded from `parts`. Random draws are made on the CPU so they do not depend on the
+    device type (a CUDA and a CPU run of the same seed see the same order and crops)."""
+    g = torch.Generator(device="cpu")
+    g.manual_seed(derive_seed(*parts))
+    return g
 
 
 def seed_everything(seed: int) -> None:

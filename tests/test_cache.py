@@ -17,6 +17,7 @@ from pai.errors import PaiConfigError
 from pai.pruning.cache import ScoreCache, cache_identity
 from pai.pruning.criteria.base import Criterion
 from pai.pruning.masks import prunable_weights
+from pai.pruning.options import PruneOptions
 from pai.pruning.pipeline import score_and_mask
 
 CPU = torch.device("cpu")
@@ -38,7 +39,8 @@ def build(cfg):
 def run(cfg, criterion=None, sparsity=0.9):
     model, data, names = build(cfg)
     criterion = criterion or instantiate(cfg.pruner)
-    masks, info = score_and_mask(cfg, criterion, model, data, CPU, names, sparsity, warmup_batch_size=32)
+    options = PruneOptions.from_config(cfg.prune)
+    masks, info = score_and_mask(cfg, options, criterion, model, data, CPU, names, sparsity, warmup_batch_size=32)
     return masks, info, model
 
 
@@ -82,7 +84,8 @@ def test_key_covers_what_scores_depend_on(tmp_path):
 
     def key(*overrides: str, net=model) -> str:
         cfg = make_cfg(tmp_path, "pruner=hutch_diag", *overrides)
-        return ScoreCache.key(cache_identity(cfg, instantiate(cfg.pruner), net, 32))
+        options = PruneOptions.from_config(cfg.prune)
+        return ScoreCache.key(cache_identity(cfg, options, instantiate(cfg.pruner), net, 32))
 
     k0 = key()
     for same in ("sparsity=0.5", "prune.scope=layer", "prune.invert=true", "prune.prune_classifier=true",
@@ -98,7 +101,8 @@ def test_key_covers_what_scores_depend_on(tmp_path):
     assert key(net=other) != k0
     warm = make_cfg(tmp_path, "pruner=hutch_diag", "prune.bn_warmup=true")
     crit = instantiate(warm.pruner)
-    keys = {ScoreCache.key(cache_identity(warm, crit, model, b)) for b in (32, 64)}  # warmup batch size matters
+    options = PruneOptions.from_config(warm.prune)
+    keys = {ScoreCache.key(cache_identity(warm, options, crit, model, b)) for b in (32, 64)}  # warmup batch size
     assert len(keys) == 2
 
 
@@ -130,7 +134,7 @@ def test_warmed_buffers_come_back_from_the_cache(tmp_path, monkeypatch):
 def test_writes_are_atomic_and_bad_files_are_misses(tmp_path, monkeypatch):
     cfg = make_cfg(tmp_path, "pruner=grad_norm")
     model, _, _ = build(cfg)
-    identity = cache_identity(cfg, instantiate(cfg.pruner), model, 32)
+    identity = cache_identity(cfg, PruneOptions.from_config(cfg.prune), instantiate(cfg.pruner), model, 32)
     store = ScoreCache(tmp_path / "cache")
 
     def crash(*args):

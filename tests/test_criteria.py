@@ -27,9 +27,10 @@ from torch import nn
 from pai.errors import PaiConfigError
 from pai.pruning.criteria.base import Criterion
 from pai.pruning.criteria.hutchinson import HutchDiag
-from pai.pruning.masks import kept_count, prunable_weights
-from pai.pruning.per_sample import gradient_moments
-from pai.pruning.prune import prune_masks
+from pai.pruning.estimators.per_sample import gradient_moments
+from pai.pruning.mask_calculator import kept_count
+from pai.pruning.masks import prunable_weights
+from pai.pruning.pipeline import prune_masks
 
 FAST_PATHS = {"grad_norm": ["fast", "batched", "hooks", "vmap"], "snip": ["fast", "batched", "hooks", "vmap"],
               "fisher_diag": ["fast", "hooks", "vmap"], "fisher_pruner": ["fast", "hooks", "vmap"],

@@ -12,8 +12,9 @@ from torch import nn
 from pai.models.cifar_resnet import resnet50
 from pai.models.he_resnet import resnet20
 from pai.pruning.criteria.synflow import SynFlow
-from pai.pruning.masks import apply_masks, collapsed_layers, kept_count, make_masks, prunable_weights
-from pai.pruning.prune import prune_masks
+from pai.pruning.mask_calculator import kept_count, make_masks
+from pai.pruning.masks import apply_masks, collapsed_layers, prunable_weights
+from pai.pruning.pipeline import prune_masks
 
 
 def deep_mlp(depth: int = 80) -> nn.Module:
@@ -54,7 +55,7 @@ def test_pruned_weights_drop_out_of_r():
 def check_synflow_masks(net: nn.Module, size: int, sparsity: float = 0.9) -> dict:
     names = list(prunable_weights(net))
     masks = prune_masks(SynFlow(), net, torch.zeros(1, 3, size, size), torch.zeros(1, dtype=torch.long), names,
-                        sparsity)  # rounds=None: SynFlow's default 100, exponential schedule
+                        sparsity, rounds=SynFlow.default_rounds)  # 100 rounds, exponential schedule
     total = sum(m.numel() for m in masks.values())
     assert sum(int(m.sum()) for m in masks.values()) == kept_count(total, sparsity)
     assert collapsed_layers(masks) == []
@@ -90,7 +91,8 @@ def test_resnet50_is_finite_and_keeps_every_path_at_sparsity_0_9():
     scores = SynFlow().score(net, torch.zeros(1, 3, 32, 32), None)
     assert all(torch.isfinite(s).all() for s in scores.values())
     names = list(prunable_weights(net))
-    masks = prune_masks(SynFlow(), net, torch.zeros(1, 3, 32, 32), None, names, 0.9)
+    masks = prune_masks(SynFlow(), net, torch.zeros(1, 3, 32, 32), None, names, 0.9,
+                        rounds=SynFlow.default_rounds)
     total = sum(m.numel() for m in masks.values())
     assert sum(int(m.sum()) for m in masks.values()) == kept_count(total, 0.9)
     shortcuts = {n for n in names if ".shortcut." in n}

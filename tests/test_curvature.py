@@ -12,9 +12,8 @@ from torch.func import functional_call
 
 from pai.pruning.criteria.base import Criterion
 from pai.pruning.criteria.grasp import GraSP
-from pai.pruning.curvature import RademacherProbes, group_chunks, hessian_gradient_product, hutchinson
-from pai.pruning.masks import kept_count
-from pai.pruning.prune import select_masks
+from pai.pruning.estimators import RademacherProbes, group_chunks, hessian_gradient_product, hutchinson
+from pai.pruning.mask_calculator import kept_count, select_masks
 
 
 def tiny_net() -> nn.Module:

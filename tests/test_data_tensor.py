@@ -11,8 +11,8 @@ from PIL import Image
 from scipy.stats import chisquare
 
 from pai.data import DataMissingError, ImageData, TensorImageData
-from pai.data.base import derive_seed
 from pai.errors import PaiConfigError
+from pai.seeding import derive_seed
 
 CPU = torch.device("cpu")
 

@@ -20,7 +20,7 @@ from torch import nn
 from torch.func import functional_call
 
 from pai.pruning.criteria.base import Criterion
-from pai.pruning.gauss_newton import ggn_diagonal, mc_labels, sample_weights
+from pai.pruning.estimators.gauss_newton import ggn_diagonal, mc_labels, sample_weights
 
 
 def relu_bn_net() -> nn.Module:

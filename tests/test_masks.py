@@ -12,7 +12,7 @@ from pai.pruning import (
     make_masks,
     prunable_weights,
 )
-from pai.pruning.masks import schedule_sparsities
+from pai.pruning.sparsity_schedules import schedule_sparsities
 
 
 class Net(nn.Module):

@@ -6,9 +6,10 @@ and the demo path (digits) never uses it.
 
 from typing import Any
 
-from pai.data.base import DataMissingError, ImageData, derive_seed, make_generator
+from pai.data.base import DataMissingError, ImageData
 from pai.data.tensor_data import TensorImageData
 from pai.errors import PaiConfigError
+from pai.seeding import derive_seed, make_generator
 
 __all__ = [
     "DataMissingError",

@@ -12,16 +12,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from pai.errors import PaiConfigError
-
-# Named random streams: each consumer of randomness gets its own stream so that, e.g., drawing scoring
-# samples never shifts the training order.
-STREAM_TRAIN = 0
-STREAM_SCORING = 1
 
 # A download that gets no answer within this many seconds fails (no network must not mean a hang).
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -72,25 +66,6 @@ class ImageData(Protocol):
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """One pass over the training set for refreshing BatchNorm statistics (its own random stream)."""
         ...
-
-
-def derive_seed(*parts: int) -> int:
-    """Mix integers (seed, epoch, stream, ...) into one 63-bit seed for `torch.Generator.manual_seed`.
-
-    numpy's SeedSequence hashes the parts, so nearby inputs (seed 0 epoch 1 vs seed 1 epoch 0) give unrelated
-    streams, which `seed * K + epoch` would not guarantee. Negative parts (epoch -1) are mapped modulo 2**64.
-    """
-    entropy = [int(p) % 2**64 for p in parts]
-    lo, hi = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
-    return (int(hi) << 32 | int(lo)) & (2**63 - 1)
-
-
-def make_generator(*parts: int) -> torch.Generator:
-    """A CPU generator seeded from `parts`. Random draws are made on the CPU so they do not depend on the
-    device type (a CUDA and a CPU run of the same seed see the same order and crops)."""
-    g = torch.Generator(device="cpu")
-    g.manual_seed(derive_seed(*parts))
-    return g
 
 
 def balanced_indices(

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from pai.data.base import make_generator
 from pai.errors import PaiConfigError
+from pai.seeding import make_generator
 
 
 def check_batch_size(batch_size: int, world: int = 1, key: str = "train.batch_size") -> int:

@@ -17,8 +17,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 
-from pai.data.base import STREAM_SCORING, STREAM_TRAIN, balanced_indices, derive_seed, make_generator
+from pai.data.base import balanced_indices
 from pai.data.batching import batch_slices, check_batch_size, epoch_order, shard_slices
+from pai.seeding import Stream, derive_seed, make_generator
 
 
 class SeededTransform(Dataset):
@@ -111,7 +112,7 @@ class FolderImageData:
         seed: int,
         device: torch.device | str,
         augment: bool = True,
-        stream: int = STREAM_TRAIN,
+        stream: int = Stream.TRAIN,
         rank: int = 0,
         world: int = 1,
     ) -> Iterator[tuple[Tensor, Tensor]]:
@@ -141,10 +142,10 @@ class FolderImageData:
     def scoring_samples(
         self, per_class: int, seed: int, device: torch.device | str, augment: bool = True
     ) -> tuple[Tensor, Tensor]:
-        g = make_generator(STREAM_SCORING, seed)
+        g = make_generator(Stream.SCORING_SAMPLES, seed)
         idx = balanced_indices(self.targets, self.num_classes, per_class, g, dataset=self.name).tolist()
         if augment:
-            ds = SeededTransform(self.train_set, self.train_transform, derive_seed(STREAM_SCORING, seed, 1))
+            ds = SeededTransform(self.train_set, self.train_transform, derive_seed(Stream.SCORING_SAMPLES, seed, 1))
         else:
             ds = SeededTransform(self.train_set, self.test_transform, None)
         device = torch.device(device)

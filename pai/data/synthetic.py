@@ -6,9 +6,10 @@ from pathlib import Path
 
 import torch
 
-from pai.data.base import channel_stats, make_generator
+from pai.data.base import channel_stats
 from pai.data.tensor_data import TensorImageData
 from pai.errors import PaiConfigError
+from pai.seeding import make_generator
 
 
 def _make_split(

@@ -13,9 +13,10 @@ import torch
 from torch import Tensor
 
 from pai.data.augment import crop_flip, draw_crop_flip, normalize
-from pai.data.base import STREAM_SCORING, STREAM_TRAIN, as_floats, balanced_indices, check_matches, make_generator
+from pai.data.base import as_floats, balanced_indices, check_matches
 from pai.data.batching import batch_slices, check_batch_size, epoch_order, shard_slices
 from pai.errors import PaiConfigError
+from pai.seeding import Stream, make_generator
 
 
 def take_rows(x: Tensor, idx: Tensor) -> Tensor:
@@ -115,7 +116,7 @@ class TensorImageData:
 
     # ---- the ImageData interface --------------------------------------------------------------------------
     def epoch_plan(
-        self, epoch: int, seed: int, augment: bool = True, stream: int = STREAM_TRAIN
+        self, epoch: int, seed: int, augment: bool = True, stream: int = Stream.TRAIN
     ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
         """(order, row offsets, column offsets, flip flags) of one epoch, all on the CPU; exposed for tests."""
         order, g = epoch_order(self.num_train, stream, seed, epoch)
@@ -138,7 +139,7 @@ class TensorImageData:
         seed: int,
         device: torch.device | str,
         augment: bool = True,
-        stream: int = STREAM_TRAIN,
+        stream: int = Stream.TRAIN,
         rank: int = 0,
         world: int = 1,
     ) -> Iterator[tuple[Tensor, Tensor]]:
@@ -179,7 +180,7 @@ class TensorImageData:
     def scoring_samples(
         self, per_class: int, seed: int, device: torch.device | str, augment: bool = True
     ) -> tuple[Tensor, Tensor]:
-        g = make_generator(STREAM_SCORING, seed)
+        g = make_generator(Stream.SCORING_SAMPLES, seed)
         idx = balanced_indices(self._cpu["train_y"], self.num_classes, per_class, g, dataset=self.name)
         t = self._tensors(device)
         idx_d = idx.to(t["train_x"].device)

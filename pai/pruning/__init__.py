@@ -1,12 +1,20 @@
-"""Pruning core: prunable weights, masks, criteria (pai.pruning.criteria) and the scoring pipeline."""
+"""Pruning, in three layers:
 
+- criteria/ (what to score): one small class per family; each only returns scores (higher = keep);
+- estimators/ (how gradient statistics are computed): the functional objective, per-sample moments, hooks,
+  Hutchinson, the Hessian-gradient product, the exact Gauss–Newton diagonal;
+- the shared machinery: options (the validated `prune:` node), pipeline (warmup → score/cache → masks),
+  mask_calculator (exact top-k), sparsity_schedules (iterative rounds), masks (prunable weights, enforcement,
+  statistics), cache, warmup.
+"""
+
+from pai.pruning.mask_calculator import make_masks
 from pai.pruning.masks import (
     MaskEnforcer,
     achieved_sparsity,
     apply_masks,
     collapsed_layers,
     layer_density,
-    make_masks,
     prunable_weights,
 )
 

@@ -34,9 +34,10 @@ from torch import Tensor, nn
 
 from pai.digest import tensor_digest
 from pai.pruning.criteria.base import Criterion
+from pai.pruning.options import PruneOptions
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1  # bump when the scoring code changes what a criterion returns
+CACHE_VERSION = 2  # bump when the scoring code changes what a criterion returns (2: random's stream order)
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -44,9 +45,10 @@ def weights_fingerprint(model: nn.Module) -> str:
     return tensor_digest(model.state_dict())
 
 
-def cache_identity(cfg: DictConfig, criterion: Criterion, model: nn.Module, warmup_batch_size: int) -> dict:
+def cache_identity(cfg: DictConfig, options: PruneOptions, criterion: Criterion, model: nn.Module,
+                   warmup_batch_size: int) -> dict:
     """Everything the raw scores depend on (call before BN warmup: it fingerprints the initial weights)."""
-    p = cfg.prune
+    p = options
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
     dataset.pop("root", None)  # where the files are does not change them
     cls = type(criterion)
@@ -60,7 +62,7 @@ def cache_identity(cfg: DictConfig, criterion: Criterion, model: nn.Module, warm
         "samples_per_class": p.samples_per_class,
         "augment": p.augment,
         "score_batch_size": p.score_batch_size,
-        "bn_warmup": bool(p.bn_warmup),
+        "bn_warmup": p.bn_warmup,
         "warmup_batch_size": warmup_batch_size if p.bn_warmup else None,
         "weights": weights_fingerprint(model),
     }

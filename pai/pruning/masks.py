@@ -1,6 +1,7 @@
-"""Masks: which weights are prunable, exact top-k masks, keeping pruned weights at zero, mask statistics.
+"""Masks on a model: which weights are prunable, zeroing and keeping pruned weights at zero, mask statistics.
 
-A mask is ``{param_name: bool Tensor shaped like the weight}``; True = kept.
+A mask is ``{param_name: bool Tensor shaped like the weight}``; True = kept. Building masks from scores is
+pai.pruning.mask_calculator.
 """
 
 from __future__ import annotations
@@ -9,11 +10,6 @@ from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
-
-from pai.errors import PaiConfigError
-
-Masks = dict[str, Tensor]
-SCOPES = ("global", "layer")
 
 
 def prunable_weights(model: nn.Module, prune_classifier: bool = False) -> dict[str, nn.Parameter]:
@@ -32,63 +28,6 @@ def prunable_weights(model: nn.Module, prune_classifier: bool = False) -> dict[s
     if not prune_classifier and last_linear is not None:
         found.pop(last_linear)
     return found
-
-
-def check_sparsity(sparsity: float, key: str = "sparsity") -> float:
-    if not isinstance(sparsity, int | float) or not 0.0 <= float(sparsity) < 1.0:
-        raise PaiConfigError(f"{key}={sparsity!r} must be a number in [0, 1)")
-    return float(sparsity)
-
-
-def kept_count(total: int, sparsity: float) -> int:
-    """Exactly k = round((1 - sparsity) * total) weights are kept."""
-    return int(round((1.0 - sparsity) * total))
-
-
-def _top_k(flat: Tensor, k: int) -> Tensor:
-    """The k highest entries; ties at the threshold go to the lowest positions, so masks never depend on a
-    backend's sort order. O(n) selection (kthvalue) instead of a full sort: SynFlow builds masks 100 times."""
-    n = flat.numel()
-    if k >= n:
-        return torch.ones(n, dtype=torch.bool, device=flat.device)
-    if k <= 0:
-        return torch.zeros(n, dtype=torch.bool, device=flat.device)
-    threshold = torch.kthvalue(flat, n - k + 1).values  # the k-th largest
-    keep = flat > threshold
-    ties = torch.nonzero(flat == threshold).flatten()
-    keep[ties[: k - int(keep.sum())]] = True
-    return keep
-
-
-def make_masks(scores: Mapping[str, Tensor], sparsity: float, scope: str = "global") -> Masks:
-    """Keep the highest scores: exactly round((1 - sparsity) * n) of them, globally or in every layer."""
-    check_sparsity(sparsity)
-    if scope not in SCOPES:
-        raise PaiConfigError(f"prune.scope={scope!r} must be one of {SCOPES}")
-    if not scores:
-        raise ValueError("no scores to build masks from")
-    for name, s in scores.items():
-        # -inf is allowed: it marks weights that an earlier pruning round removed (kept last).
-        if torch.isnan(s).any() or torch.isposinf(s).any():
-            raise ValueError(f"scores of {name} contain NaN or +inf; no mask built")
-    if scope == "layer":
-        return {name: _top_k(s.flatten(), kept_count(s.numel(), sparsity)).view_as(s) for name, s in scores.items()}
-    flat = torch.cat([s.detach().flatten().to(torch.float64) for s in scores.values()])
-    keep = _top_k(flat, kept_count(flat.numel(), sparsity))
-    masks, start = {}, 0
-    for name, s in scores.items():
-        masks[name] = keep[start : start + s.numel()].view_as(s)
-        start += s.numel()
-    return masks
-
-
-def check_finite(scores: Mapping[str, Tensor], criterion: str) -> None:
-    """Refuse scores with NaN/inf before any mask is built: one message naming the criterion."""
-    bad = [name for name, s in scores.items() if not torch.isfinite(s).all()]
-    if bad:
-        raise PaiConfigError(
-            f"pruner={criterion} produced NaN/inf scores in {len(bad)} layer(s) (first: {bad[0]}); no mask built"
-        )
 
 
 @torch.no_grad()
@@ -138,16 +77,3 @@ def achieved_sparsity(masks: Mapping[str, Tensor]) -> float:
     total = sum(m.numel() for m in masks.values())
     kept = sum(int(m.sum()) for m in masks.values())
     return 1.0 - kept / total if total else 0.0
-
-
-def schedule_sparsities(sparsity: float, rounds: int, schedule: str = "exponential") -> list[float]:
-    """Sparsity after each of `rounds` pruning rounds, ending at `sparsity`.
-
-    exponential: density d^(r/R) (SynFlow); linear: sparsity r/R.
-    """
-    if schedule == "exponential":
-        return [1.0 - (1.0 - sparsity) ** (r / rounds) for r in range(1, rounds + 1)]
-    if schedule == "linear":
-        return [sparsity * r / rounds for r in range(1, rounds + 1)]
-    raise PaiConfigError(f"prune.schedule={schedule!r} must be 'exponential' or 'linear'")
-

@@ -1,65 +1,94 @@
-"""From an initialized model to masks: optional BN warmup, the scoring samples, scoring (or the score cache),
-masking."""
+"""From an initialized model to masks, the machinery shared by every criterion: optional BN warmup, the scoring
+samples, scoring (or the score cache), the finiteness check, iterative rounds along a sparsity schedule, and
+the exact top-k masks."""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
-from torch import nn
+from torch import Tensor, nn
 
 from pai.data.base import ImageData
 from pai.pruning.cache import ScoreCache, cache_identity
-from pai.pruning.criteria.base import Criterion
-from pai.pruning.masks import Masks, check_finite
-from pai.pruning.prune import prune_masks, select_masks
+from pai.pruning.criteria.base import Criterion, Scores
+from pai.pruning.mask_calculator import Masks, check_finite, select_masks
+from pai.pruning.masks import apply_masks
+from pai.pruning.options import PruneOptions
+from pai.pruning.sparsity_schedules import schedule_sparsities
 from pai.pruning.warmup import bn_warmup
 
 
-def score_and_mask(cfg: DictConfig, criterion: Criterion, model: nn.Module, data: ImageData,
-                   device: torch.device, names: list[str], sparsity: float,
+def score_and_mask(cfg: DictConfig, options: PruneOptions, criterion: Criterion, model: nn.Module,
+                   data: ImageData, device: torch.device, names: list[str], sparsity: float,
                    warmup_batch_size: int = 512) -> tuple[Masks, dict]:
-    """Masks for `names` at `sparsity`, plus timings and `cache_hit`. `cfg.prune` holds the options shared by
-    all criteria.
+    """Masks for `names` at `sparsity`, plus timings and `cache_hit`.
 
     BN warmup changes the model's running statistics in place: training then starts from the warmed-up model,
     as in the paper. Single-round scores are cached (`prune.cache`) under `${out_root}/cache`; a hit also
     restores the warmed-up BN buffers stored with the scores, so the model leaves in the same state either way.
     Concurrent jobs that need the same entry wait on its lock, so only the first one scores.
     """
-    p = cfg.prune
-    rounds = p.rounds or criterion.default_rounds
+    rounds = options.rounds_for(criterion.default_rounds)
     info = {"warmup_seconds": 0.0, "score_seconds": 0.0, "cache_hit": False}
-    cache = ScoreCache(Path(cfg.out_root) / "cache") if p.get("cache", True) and rounds == 1 else None
-    identity = cache_identity(cfg, criterion, model, warmup_batch_size) if cache else None
+    cache = ScoreCache(Path(cfg.out_root) / "cache") if options.cache and rounds == 1 else None
+    identity = cache_identity(cfg, options, criterion, model, warmup_batch_size) if cache else None
     with cache.lock(identity) if cache else contextlib.nullcontext():
         entry = cache.load(identity) if cache else None
         if entry is not None:
             info["cache_hit"] = True
-            if p.bn_warmup:
+            if options.bn_warmup:
                 _load_buffers(model, entry["buffers"])
             scores = {n: s.to(device) for n, s in entry["scores"].items()}
-            return select_masks(scores, names, sparsity, p.scope, p.invert, criterion.name), info
-        if p.bn_warmup:
+            return select_masks(scores, names, sparsity, options.scope, options.invert), info
+        if options.bn_warmup:
             t0 = time.perf_counter()
-            bn_warmup(model, data, device, cfg.seed, warmup_batch_size, p.augment)
+            bn_warmup(model, data, device, cfg.seed, warmup_batch_size, options.augment)
             info["warmup_seconds"] = time.perf_counter() - t0
-        inputs, targets = data.scoring_samples(p.samples_per_class, cfg.seed, device, p.augment)
+        inputs, targets = data.scoring_samples(options.samples_per_class, cfg.seed, device, options.augment)
         t0 = time.perf_counter()
         if rounds > 1:
-            masks = prune_masks(criterion, model, inputs, targets, names, sparsity, p.scope, rounds, p.schedule,
-                                p.invert)
+            masks = prune_masks(criterion, model, inputs, targets, names, sparsity, options.scope, rounds,
+                                options.schedule, options.invert)
         else:
-            scores = criterion.score(model, inputs, targets)
-            check_finite({n: scores[n] for n in names}, criterion.name)  # never cache NaN/inf
+            scores = checked_scores(criterion, model, inputs, targets, names)
             if cache:
-                cache.save(identity, scores, dict(model.named_buffers()) if p.bn_warmup else None)
-            masks = select_masks(scores, names, sparsity, p.scope, p.invert, criterion.name)
+                cache.save(identity, scores, dict(model.named_buffers()) if options.bn_warmup else None)
+            masks = select_masks(scores, names, sparsity, options.scope, options.invert)
     info["score_seconds"] = time.perf_counter() - t0
     return masks, info
+
+
+def checked_scores(criterion: Criterion, model: nn.Module, inputs: Tensor, targets: Tensor,
+                   names: list[str]) -> Scores:
+    """The criterion's scores of `names`, refused (one line naming the criterion) if any is NaN or inf."""
+    scores = criterion.score(model, inputs, targets)
+    scores = {n: scores[n] for n in names}
+    check_finite(scores, criterion.name)
+    return scores
+
+
+def prune_masks(criterion: Criterion, model: nn.Module, inputs: Tensor, targets: Tensor, names: list[str],
+                sparsity: float, scope: str = "global", rounds: int = 1, schedule: str = "exponential",
+                invert: bool = False) -> Masks:
+    """Score `names` with `criterion` and keep the top (1 - sparsity) fraction.
+
+    With several rounds the network is pruned step by step along `schedule`, rescoring the masked network
+    each time (on a copy: the caller's model is not touched); weights removed in a round stay removed.
+    """
+    work = copy.deepcopy(model) if rounds > 1 else model
+    masks: Masks | None = None
+    for step_sparsity in schedule_sparsities(sparsity, rounds, schedule):
+        masks = select_masks(checked_scores(criterion, work, inputs, targets, names), names, step_sparsity, scope,
+                             invert, masks)
+        if rounds > 1:
+            apply_masks(work, masks)
+    assert masks is not None
+    return masks
 
 
 @torch.no_grad()

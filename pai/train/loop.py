@@ -17,7 +17,8 @@ from tqdm import tqdm
 from pai import distributed
 from pai.data.base import ImageData
 from pai.data.batching import check_batch_size, num_batches
-from pai.pruning.masks import MaskEnforcer, Masks
+from pai.pruning.mask_calculator import Masks
+from pai.pruning.masks import MaskEnforcer
 from pai.seeding import rng_state, set_rng_state
 from pai.train.checkpoint import atomic_save, load_checkpoint
 from pai.train.evaluate import evaluate

@@ -40,7 +40,7 @@ class SampleCriterion(Criterion):
     Knobs (all part of the score-cache key): `temperature` T (the loss uses logits / T), `score_batch_size`
     (samples whose gradient is averaged before squaring: the reference's mask batch, 1 = per-sample), `path`
     (how the statistics are computed: `loop` is the batch-1 reference, the others give the same numbers up to
-    rounding, see pai.pruning.per_sample) and `chunk_size` (groups per vectorised call; bounds memory).
+    rounding, see pai.pruning.estimators.per_sample) and `chunk_size` (groups per vectorised call; bounds memory).
     """
 
     paths: tuple[str, ...] = ("fast", "loop")

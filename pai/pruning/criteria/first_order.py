@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from pai.pruning.criteria.base import SampleCriterion, Scores
-from pai.pruning.per_sample import gradient_moments
+from pai.pruning.estimators import gradient_moments
 
 
 class _MeanGradient(SampleCriterion):

@@ -1,7 +1,7 @@
 """Empirical-Fisher criteria: F = mean over groups of the squared group gradient (groups of
 `score_batch_size` samples; 1 = per-sample, the paper), with T = 1 in the paper.
 
-fast = per-sample gradients from saved layer inputs and output gradients (pai.pruning.hook_grads), falling
+fast = per-sample gradients from saved layer inputs and output gradients (pai.pruning.estimators.hook_grads), falling
 back to vmap; `loop` is the batch-1 reference the tests compare against.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from pai.pruning.criteria.base import Scores, SecondOrderCriterion
-from pai.pruning.per_sample import gradient_moments
+from pai.pruning.estimators import gradient_moments
 
 
 class _Fisher(SecondOrderCriterion):

@@ -1,5 +1,5 @@
 """Noise-free curvature: the exact generalized Gauss–Newton (GGN) diagonal of the cross-entropy of logits / T
-and the criteria built on it, plus its Monte-Carlo (true-Fisher) estimate (maths: pai.pruning.gauss_newton).
+and the criteria built on it, plus its Monte-Carlo (true-Fisher) estimate (maths: pai.pruning.estimators.gauss_newton).
 
 Where the GGN diagonal is the Hessian diagonal. H = Jᵀ A J + Σ_c (∂loss/∂z_c) ∂²z_c/∂θ². For a network that is
 piecewise linear in each single weight — ReLU (or max-pool) nets whose BN runs in eval mode, i.e. an affine
@@ -22,8 +22,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from pai.pruning.criteria.base import Scores, SecondOrderCriterion
-from pai.pruning.gauss_newton import ggn_diagonal
-from pai.pruning.per_sample import gradient_moments
+from pai.pruning.estimators import ggn_diagonal, gradient_moments
 
 
 class _GaussNewton(SecondOrderCriterion):

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from pai.errors import PaiConfigError
 from pai.pruning.criteria.base import Criterion, Scores
-from pai.pruning.curvature import hessian_gradient_product
+from pai.pruning.estimators import hessian_gradient_product
 
 
 class GraSP(Criterion):

@@ -5,7 +5,7 @@ logits by T = 200 for all three (and for g_T in HTS).
 vmap = vmapped per-group Hessian-vector products with the loop's very probes: the same estimator, not only the
 same expectation, so its variance is the reference's, per coordinate Σ_i Σ_{l≠j} (H_i)_jl² / (N² · num_probes)
 (tests/test_curvature.py checks both paths against it); `loop` is the batch-1 reference; fast times both on the
-first groups and keeps the faster (pai.pruning.curvature.hutchinson). Probes come from their
+first groups and keeps the faster (pai.pruning.estimators.hutchinson). Probes come from their
 own stream seeded by `seed`. That variance is large: on ResNet-20 with N = 100 and 10 probes, two probe seeds
 give H_d estimates about as different as two unrelated vectors (benchmarks/results/scoring_cpu.md), and
 against the exact diagonal (pai.pruning.criteria.gauss_newton) H_d at T = 200 is mostly probe noise
@@ -17,7 +17,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from pai.pruning.criteria.base import Scores, SecondOrderCriterion
-from pai.pruning.curvature import hutchinson
+from pai.pruning.estimators import hutchinson
 
 
 class _Hutchinson(SecondOrderCriterion):

@@ -1,13 +1,12 @@
 import torch
 from torch import Tensor, nn
 
-from pai.data.base import make_generator
 from pai.pruning.criteria.base import Criterion, Scores
+from pai.seeding import Stream, make_generator
 
 # The scores get their own random stream: drawn from `torch.Generator().manual_seed(seed)` they would repeat
 # the very uniforms that initialized the weights under `torch.manual_seed(seed)`, so "random" would keep the
 # largest signed weights of the first layers (and then fail to train).
-RANDOM_SCORES_STREAM = 7
 
 
 class Random(Criterion):
@@ -20,5 +19,5 @@ class Random(Criterion):
         self.seed = seed
 
     def score(self, model: nn.Module, inputs: Tensor, targets: Tensor) -> Scores:
-        gen = make_generator(self.seed, RANDOM_SCORES_STREAM)
+        gen = make_generator(Stream.RANDOM_SCORES, self.seed)
         return {n: torch.rand(w.shape, generator=gen).to(w.device) for n, w in self.weights(model).items()}

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from pai.pruning.criteria.base import Criterion, Scores
-from pai.pruning.curvature import grads_of, scoring_mode
+from pai.pruning.estimators import grads_of, scoring_mode
 
 
 class SynFlow(Criterion):

@@ -1,84 +1,20 @@
-"""Shared machinery of the data-dependent criteria: the loss as a function of the scored weights, groups of
-scoring samples, Rademacher probes, Hutchinson Hessian diagonals and the Hessian-gradient product.
+"""Hutchinson's estimate of the Hessian diagonal: the mean over groups of scoring samples and Rademacher probes
+z of z ⊙ (H z), where H is the Hessian of a group's mean loss (E[z_i z_j] = δ_ij makes it unbiased).
 
-Everything is functional (`torch.func.functional_call` on detached aliases of the parameters): the model's own
-parameters never get a `.grad` and keep their `requires_grad`; BN reads its running statistics in eval mode.
-First-order moments (per-sample gradients) live in `pai.pruning.per_sample`.
+Paths, equal up to rounding: `loop` (batch-1 reference: one graph per group, one HVP per probe) and `vmap`
+(vmapped over groups and their probes, reverse-over-reverse). Both draw the same probes for the same group.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vjp, vmap
+from torch.func import grad, vjp, vmap
 
-from pai.data.base import make_generator
-
-Grads = dict[str, Tensor]
-PROBE_STREAM = 2  # the probes' own random stream (the data module uses 0 for training, 1 for scoring samples)
-
-
-@contextlib.contextmanager
-def scoring_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode (BN uses running statistics, so samples do not interact) with grad enabled; every module's
-    train/eval flag is restored afterwards, even when scoring fails."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.enable_grad():
-            yield model
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
-class Objective:
-    """Cross-entropy of logits / T as a function of the scored weights; all other tensors held fixed."""
-
-    def __init__(self, model: nn.Module, names: list[str], temperature: float = 1.0):
-        self.model = model
-        self.temperature = float(temperature)
-        self.fixed: dict[str, Tensor] = {n: p.detach() for n, p in model.named_parameters()}
-        self.fixed.update(model.named_buffers())
-        self.weights = {n: self.fixed[n] for n in names}
-
-    def logits(self, weights: Grads, x: Tensor) -> Tensor:
-        return functional_call(self.model, {**self.fixed, **weights}, (x,))
-
-    def loss(self, weights: Grads, x: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
-        return F.cross_entropy(self.logits(weights, x) / self.temperature, y, reduction=reduction)
-
-    def leaves(self) -> Grads:
-        """New leaf tensors sharing the weights' storage, differentiable without touching the model's flags."""
-        return {n: w.detach().requires_grad_() for n, w in self.weights.items()}
-
-    def zeros(self) -> Grads:
-        return {n: torch.zeros_like(w) for n, w in self.weights.items()}
-
-
-def grads_of(out: Tensor, w: Grads, **kwargs) -> Grads:
-    """torch.autograd.grad as a dict keyed like `w`."""
-    return dict(zip(w, torch.autograd.grad(out, list(w.values()), **kwargs), strict=True))
-
-
-def group_chunks(n: int, batch_size: int, chunk_size: int) -> list[tuple[int, int, int]]:
-    """(start, stop, group size) over n samples: groups are `batch_size` consecutive samples (the last may be
-    smaller, as in a DataLoader); each chunk holds at most `chunk_size` whole groups, all of one size."""
-    full = n - n % batch_size
-    step = max(1, chunk_size) * batch_size
-    out = [(s, min(s + step, full), batch_size) for s in range(0, full, step)]
-    if full < n:
-        out.append((full, n, n - full))
-    return out
-
-
-def num_groups(n: int, batch_size: int) -> int:
-    return -(-n // batch_size)
+from pai.pruning.estimators.objective import Grads, Objective, grads_of, group_chunks, num_groups, scoring_mode
+from pai.seeding import Stream, make_generator
 
 
 class RademacherProbes:
@@ -96,7 +32,7 @@ class RademacherProbes:
         self.total = sum(self.numels)
         self.device = next(iter(weights.values())).device
         self.num_probes = num_probes
-        self.gen = make_generator(PROBE_STREAM, seed)
+        self.gen = make_generator(Stream.HUTCHINSON_PROBES, seed)
         self.shifts = torch.arange(8, dtype=torch.uint8, device=self.device)
 
     def draw(self) -> Grads:
@@ -183,22 +119,3 @@ def _vmap_groups(obj: Objective, x: Tensor, y: Tensor, b: int, zs: list[Grads]) 
     z = {n: torch.stack([zi[n] for zi in zs]) for n in obj.weights}
     g, h = vmap(one_group)(x.view(c, b, *x.shape[1:]), y.view(c, b), z)
     return {n: t.sum(0) for n, t in g.items()}, {n: t.sum(0) for n, t in h.items()}
-
-
-def hessian_gradient_product(model: nn.Module, names: list[str], inputs: Tensor, targets: Tensor, *,
-                             temperature: float, chunk_size: int = 64) -> tuple[Grads, Grads]:
-    """(g, H g) of the mean loss over all samples, exactly (GraSP): chunks weighted by their share of samples."""
-    with scoring_mode(model):
-        obj = Objective(model, names, temperature)
-        w = obj.leaves()
-        n = inputs.shape[0]
-        chunks = [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
-        g, hg = obj.zeros(), obj.zeros()
-        for s, e in chunks:
-            for k, gk in grads_of(obj.loss(w, inputs[s:e], targets[s:e], "sum") / n, w).items():
-                g[k] += gk
-        for s, e in chunks:  # second pass: H g needs the full g
-            gc = grads_of(obj.loss(w, inputs[s:e], targets[s:e], "sum") / n, w, create_graph=True)
-            for k, hk in grads_of(sum((gc[k] * g[k]).sum() for k in w), w).items():
-                hg[k] += hk
-        return g, hg

@@ -21,8 +21,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
-from pai.pruning.curvature import Grads, Objective, grads_of, group_chunks, num_groups, scoring_mode
-from pai.pruning.hook_grads import HookGrads, hooks_supported, samples_independent, with_vmap_fallback
+from pai.pruning.estimators.hook_grads import HookGrads, hooks_supported, samples_independent, with_vmap_fallback
+from pai.pruning.estimators.objective import Grads, Objective, grads_of, group_chunks, num_groups, scoring_mode
 
 PATHS = ("fast", "hooks", "vmap", "loop", "batched")
 

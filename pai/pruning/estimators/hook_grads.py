@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pai.pruning.curvature import Grads, Objective
+from pai.pruning.estimators.objective import Grads, Objective
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -89,7 +89,7 @@ class HookGrads:
 
     def record(self, forward: Callable[[], Tensor]) -> tuple[Tensor, Records]:
         """forward() run with every scored layer's (input, output) recorded; the graph is kept, so several
-        backward passes (one per output gradient, see pai.pruning.gauss_newton) can share one forward."""
+        backward passes (one per output gradient, see pai.pruning.estimators.gauss_newton) can share one forward."""
         records: Records = {n: [] for n in self.owners}
         handles = [m.register_forward_hook(_recorder(records[n])) for n, m in self.owners.items()]
         try:

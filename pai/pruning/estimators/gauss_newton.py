@@ -20,7 +20,7 @@ per-sample gradients with the same weights, so it estimates this very diagonal f
 Paths, equal up to rounding (the tests check): `loop` = batch-1 autograd, one backward per (sample, class) or,
 for the Monte-Carlo estimate, per (sample, draw) of the cross-entropy with the drawn label, the oracle;
 `hooks` = one batched forward per chunk and one batched backward per class whose per-sample weight gradients
-come from the layers' saved inputs and output gradients (pai.pruning.hook_grads); `vmap` = `vmap(jacrev)` over
+come from the layers' saved inputs and output gradients (estimators.hook_grads); `vmap` = `vmap(jacrev)` over
 the samples of a chunk and all classes at once (memory ~ chunk_size × classes × weights); `fast` = hooks where
 they apply, else vmap.
 """
@@ -32,9 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import jacrev, vmap
 
-from pai.data.base import make_generator
-from pai.pruning.curvature import Grads, Objective, grads_of, group_chunks, num_groups, scoring_mode
-from pai.pruning.hook_grads import (
+from pai.pruning.estimators.hook_grads import (
     HookGrads,
     check_against,
     hooks_supported,
@@ -42,9 +40,10 @@ from pai.pruning.hook_grads import (
     samples_independent,
     with_vmap_fallback,
 )
+from pai.pruning.estimators.objective import Grads, Objective, grads_of, group_chunks, num_groups, scoring_mode
+from pai.seeding import Stream, make_generator
 
 PATHS = ("fast", "hooks", "vmap", "loop")
-LABEL_STREAM = 3  # the sampled labels' own random stream (0 training, 1 scoring samples, 2 Hutchinson probes)
 
 
 def ggn_diagonal(model: nn.Module, names: list[str], inputs: Tensor, targets: Tensor, *, temperature: float,
@@ -94,7 +93,7 @@ def predictive(obj: Objective, inputs: Tensor, chunk_size: int) -> Tensor:
 def mc_labels(probs: Tensor, num_samples: int, seed: int) -> Tensor:
     """(n, num_samples) labels drawn from each row of `probs` by inverse CDF of uniforms from a CPU generator
     seeded by `seed`: the draws are the same on every path and device (up to rounding of the CDF)."""
-    gen = make_generator(LABEL_STREAM, seed)
+    gen = make_generator(Stream.FISHER_MC_LABELS, seed)
     u = torch.rand(probs.shape[0], num_samples, generator=gen, dtype=torch.float64)
     cdf = probs.detach().double().cpu().cumsum(1)
     labels = torch.searchsorted(cdf, u, right=True).clamp_max_(probs.shape[1] - 1)

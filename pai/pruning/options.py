@@ -1,0 +1,62 @@
+"""The `prune:` node of the config (options shared by every criterion), typed and validated before any work,
+as `pai.train.recipe.Recipe` is for the `train:` node."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from pai.errors import PaiConfigError
+from pai.pruning.mask_calculator import SCOPES
+from pai.pruning.sparsity_schedules import SCHEDULES
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    scope: str = "global"  # global | layer
+    samples_per_class: int = 10  # scoring samples per class
+    augment: bool = True  # scoring samples get the training augmentation
+    score_batch_size: int = 1  # samples averaged before a gradient is squared (1 = per-sample)
+    bn_warmup: bool = False  # refresh BN running statistics before scoring
+    prune_classifier: bool = False  # also prune the final Linear layer
+    rounds: int | None = None  # scoring rounds; None = the criterion's default
+    schedule: str = "exponential"  # sparsity schedule between rounds
+    invert: bool = False  # keep the lowest scores instead
+    cache: bool = True  # reuse single-round scores across sparsities
+
+    def __post_init__(self) -> None:
+        _one_of("scope", self.scope, SCOPES)
+        _one_of("schedule", self.schedule, SCHEDULES)
+        for key in ("augment", "bn_warmup", "prune_classifier", "invert", "cache"):
+            if not isinstance(getattr(self, key), bool):
+                raise PaiConfigError(f"prune.{key}={getattr(self, key)!r} must be true or false")
+        for key in ("samples_per_class", "score_batch_size"):
+            _positive_int(key, getattr(self, key))
+        if self.rounds is not None:
+            _positive_int("rounds", self.rounds)
+
+    @classmethod
+    def from_config(cls, node: DictConfig | dict[str, Any] | None) -> PruneOptions:
+        values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise PaiConfigError(f"prune.{unknown[0]}: unknown option (known: {', '.join(sorted(known))})")
+        return cls(**values)
+
+    def rounds_for(self, default_rounds: int) -> int:
+        """Scoring rounds: `rounds` when set, else the criterion's default (1; SynFlow 100)."""
+        return self.rounds if self.rounds is not None else default_rounds
+
+
+def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise PaiConfigError(f"prune.{key}={value!r} must be one of {', '.join(allowed)}")
+
+
+def _positive_int(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PaiConfigError(f"prune.{key}={value!r} must be an integer ≥ 1")
