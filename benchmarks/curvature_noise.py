@@ -42,11 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from pai.data import build_dataset  # noqa: E402
 from pai.models.vgg import CFGS, VGG  # noqa: E402
+from pai.pruning import make_masks, prunable_weights  # noqa: E402
 from pai.pruning.criteria.base import Criterion  # noqa: E402
-from pai.pruning.estimators import Objective, hutchinson  # noqa: E402
-from pai.pruning.estimators.gauss_newton import ggn_diagonal, predictive  # noqa: E402
-from pai.pruning.estimators.per_sample import gradient_moments  # noqa: E402
-from pai.pruning.masks import make_masks, prunable_weights  # noqa: E402
+from pai.pruning.estimators import Objective, ggn_diagonal, gradient_moments, hutchinson, predictive  # noqa: E402  # noqa: E402
 from pai.pruning.warmup import bn_warmup  # noqa: E402
 
 CPU = torch.device("cpu")

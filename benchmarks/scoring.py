@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 from pai.data.synthetic import build_synthetic  # noqa: E402
 from pai.models.cifar_resnet import resnet18, resnet50  # noqa: E402
 from pai.models.he_resnet import resnet20  # noqa: E402
+from pai.pruning import make_masks, prunable_weights  # noqa: E402
 from pai.pruning.estimators import hutchinson  # noqa: E402
-from pai.pruning.masks import make_masks, prunable_weights  # noqa: E402
 
 try:
     LIBC = ctypes.CDLL("libc.so.6")
