@@ -13,7 +13,7 @@ from torch import nn
 from pai.data.synthetic import build_synthetic
 from pai.errors import PaiConfigError
 from pai.models.he_resnet import resnet20
-from pai.pruning.masks import make_masks, prunable_weights
+from pai.pruning import make_masks, prunable_weights
 from pai.train.evaluate import evaluate
 from pai.train.loop import train
 from pai.train.recipe import Recipe
