@@ -6,6 +6,7 @@ hydra/launcher=slurm_multigpu with two tasks (skipped without a local SLURM)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -38,7 +39,9 @@ SLURM_TWO_TASKS = ["hydra/launcher=slurm_multigpu", "hydra.launcher.gpus_per_nod
 
 def fault_env(tmp: Path, fault: str, **extra: str) -> dict[str, str]:
     """launch_env with a fault injected into one rank (tests/fault/sitecustomize.py)."""
-    return launch_env(tmp, PAI_TEST_FAULT=fault, PYTHONPATH=str(REPO_ROOT / "tests" / "fault"), **extra)
+    # The repository root too: sitecustomize imports pai before launch.py puts its own folder on sys.path.
+    path = os.pathsep.join([str(REPO_ROOT / "tests" / "fault"), str(REPO_ROOT)])
+    return launch_env(tmp, PAI_TEST_FAULT=fault, PYTHONPATH=path, **extra)
 
 
 def torchrun(args: list[str], out_root: Path, env: dict, nproc: int = 2,
