@@ -53,6 +53,9 @@ def run(cfg: DictConfig) -> dict:
     criterion: Criterion = build(cfg.pruner, "pruner")
     sparsity = check_sparsity(cfg.sparsity) if criterion.prunes else 0.0
     options = PruneOptions.from_config(cfg.prune)
+    if options.prune_classifier and getattr(criterion, "hessian_params", None) == "prunable":
+        raise PaiConfigError("pruner.hessian_params=prunable leaves the classifier out of the Hessian products, so "
+                             "prune.prune_classifier=true has no score for it: use all or prunable_classifier")
     device = resolve_device(cfg.device)
     recipe: Recipe = build(cfg.train, "train")  # validates the train keys before a process group is joined
     env = distributed.wanted(recipe.distributed)

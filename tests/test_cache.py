@@ -93,7 +93,7 @@ def test_key_covers_what_scores_depend_on(tmp_path):
         assert key(same) == k0, same
     for changed in ("seed=1", "pruner.num_probes=3", "pruner.temperature=1", "prune.samples_per_class=2",
                     "prune.augment=false", "prune.score_batch_size=2", "prune.bn_warmup=true",
-                    "dataset.noise=10", "model.width=0.5"):
+                    "dataset.noise=10", "model.width=0.5", "pruner.hessian_params=prunable"):
         assert key(changed) != k0, changed
     other = copy.deepcopy(model)
     with torch.no_grad():

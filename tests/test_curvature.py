@@ -125,18 +125,18 @@ def test_grasp_hg_is_the_explicit_hessian_gradient_product():
         g, hg = hessian_gradient_product(net, list(weights), x, y, temperature=200.0, chunk_size=chunk)
         torch.testing.assert_close(flat(g), grad, rtol=1e-9, atol=0)
         torch.testing.assert_close(flat(hg), hessian @ grad, rtol=1e-8, atol=1e-12 * float(hessian.abs().max()))
-    scores = GraSP(chunk_size=2).score(net, x, y)
+    scores = GraSP(chunk_size=2, hessian_params="prunable_classifier").score(net, x, y)  # the set exact() uses
     torch.testing.assert_close(flat(scores), theta * (hessian @ grad), rtol=1e-8, atol=1e-20)
 
 
 def test_grasp_keeps_what_the_grasp_paper_keeps():
-    """The paper removes the largest S = −θ ⊙ Hg; `prune.invert` gives the reference code's choice."""
+    """The paper removes the largest S = −θ ⊙ Hg; `prune.invert` keeps them (the reference code's choice)."""
     net = tiny_net()
     x, y = tiny_data(5)
     weights, theta, _, grad, hessian = exact(net, x, y, 200.0)
     s = -theta * (hessian @ grad)
     names = list(weights)
-    scores = GraSP().score(net, x, y)
+    scores = GraSP(hessian_params="prunable_classifier").score(net, x, y)
     k = kept_count(s.numel(), 0.7)
     paper = flat(select_masks(scores, names, 0.7))
     assert torch.equal(paper.nonzero().flatten().sort().values, torch.argsort(s)[:k].sort().values)

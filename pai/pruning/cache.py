@@ -37,7 +37,8 @@ from pai.pruning.criteria.base import Criterion
 from pai.pruning.options import PruneOptions
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 2  # bump when the scoring code changes what a criterion returns (2: random's stream order)
+CACHE_VERSION = 3  # bump when the scoring code changes what a criterion returns (2: random's stream order;
+# 3: GraSP and the Hutchinson criteria differentiate every trainable parameter by default)
 
 
 def weights_fingerprint(model: nn.Module) -> str:

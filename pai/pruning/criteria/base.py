@@ -10,6 +10,9 @@ from pai.pruning.masks import prunable_weights
 
 Scores = dict[str, Tensor]
 
+# The parameters a Hessian product (H z, H g) runs over; see `hessian_parameters`.
+HESSIAN_PARAMS = ("all", "prunable", "prunable_classifier")
+
 
 class Criterion:
     """Scores every Conv/Linear weight of `model`; the pipeline keeps the prunable ones.
@@ -32,6 +35,36 @@ class Criterion:
     @staticmethod
     def weights(model: nn.Module) -> dict[str, nn.Parameter]:
         return prunable_weights(model, prune_classifier=True)
+
+
+def check_hessian_params(value: str, criterion: str) -> str:
+    if value not in HESSIAN_PARAMS:
+        raise PaiConfigError(f"pruner.hessian_params={value!r} must be one of {', '.join(HESSIAN_PARAMS)} "
+                             f"(pruner={criterion})")
+    return value
+
+
+def hessian_parameters(model: nn.Module, which: str) -> list[str]:
+    """The names of the parameters that a Hessian product differentiates (the `hessian_params` knob):
+
+    - `all`: every trainable parameter (requires_grad: convolutions, Linear layers, BN γ/β, biases), in the
+      model's order, as the reference code's `model.parameters()`; a frozen Conv/Linear weight is added, since
+      every scored weight must be differentiated;
+    - `prunable`: the Conv/Linear weights except the classifier (the weights pruned at
+      prune.prune_classifier=false);
+    - `prunable_classifier`: every Conv/Linear weight, classifier included.
+
+    H z and H g of a weight sum over the other differentiated parameters (Σ_l H_jl v_l), so the set changes
+    GraSP exactly and the Hutchinson estimates' noise (Σ_{l≠j} H_jl z_j z_l), though not their expectation.
+    """
+    scored = Criterion.weights(model)
+    if which == "prunable_classifier":
+        return list(scored)
+    if which == "prunable":
+        return list(prunable_weights(model, prune_classifier=False))
+    if which == "all":
+        return [n for n, p in model.named_parameters() if p.requires_grad or n in scored]
+    raise ValueError(f"hessian_params={which!r} must be one of {HESSIAN_PARAMS}")
 
 
 class SampleCriterion(Criterion):

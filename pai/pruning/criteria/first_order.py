@@ -2,6 +2,9 @@
 
 g is linear in the samples, so the fast path is one batched backward per chunk, each sample weighted by
 1 / (its group's size); `loop` keeps the batch-1 reference.
+
+No `hessian_params` knob: g_j = ∂loss/∂θ_j does not depend on which other parameters are differentiated
+(tests/test_parameter_sets.py checks it).
 """
 
 from __future__ import annotations

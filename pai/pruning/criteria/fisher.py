@@ -3,6 +3,10 @@
 
 fast = per-sample gradients from saved layer inputs and output gradients (pai.pruning.estimators.hook_grads), falling
 back to vmap; `loop` is the batch-1 reference the tests compare against.
+
+No `hessian_params` knob: a weight's g_j and F_j are built from ∂loss/∂θ_j alone, and a partial derivative does
+not depend on which other parameters are differentiated (only Hessian products, Σ_l H_jl v_l, mix other
+parameters in). tests/test_parameter_sets.py checks that adding BN γ/β and biases leaves these scores unchanged.
 """
 
 from __future__ import annotations

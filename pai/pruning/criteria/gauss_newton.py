@@ -15,6 +15,11 @@ The GGN diagonal is ≥ 0, so `ggn_diag` and `obd` never prune for negative curv
 Hutchinson HD/HP. Default T = 200 makes these the exact counterparts of the paper's HD/HP/HTS (T = 200); note
 that at T = 200 the softmax is nearly uniform at initialisation, so the GGN then barely depends on the data's
 labels or the network's predictions.
+
+No `hessian_params` knob: the GGN diagonal entry of θ_j is Σ_c p_c (∂u_c/∂θ_j)², built from derivatives with
+respect to θ_j alone; the off-diagonal entries that couple θ_j to other parameters (BN γ/β, biases) never
+enter it, unlike a Hutchinson estimate, whose noise Σ_{l≠j} H_jl z_j z_l runs over every differentiated
+parameter. tests/test_parameter_sets.py checks that adding BN γ/β and biases leaves these scores unchanged.
 """
 
 from __future__ import annotations
