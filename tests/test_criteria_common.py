@@ -17,7 +17,7 @@ PER_SAMPLE = ["grad_norm", "snip", "fisher_diag", "fisher_pruner", "fts"]
 HUTCHINSON = ["hutch_diag", "hutch_pruning", "hts"]
 TEN = PER_SAMPLE + HUTCHINSON + ["grasp", "synflow"]
 GAUSS_NEWTON = ["ggn_diag", "obd", "ggn_taylor", "fisher_mc"]
-ALL_SCORING = TEN + GAUSS_NEWTON + ["magnitude", "random"]
+ALL_SCORING = TEN + GAUSS_NEWTON + ["grasp_reference", "magnitude", "random"]
 
 
 class SmallNet(nn.Module):

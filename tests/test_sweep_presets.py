@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import REPO_ROOT, all_results
 
-CRITERIA = ["none", "random", "magnitude", "grad_norm", "snip", "grasp", "synflow", "fisher_diag", "fisher_pruner",
-            "fts", "hutch_diag", "hutch_pruning", "hts", "ggn_diag", "obd", "ggn_taylor", "fisher_mc"]
+CRITERIA = ["none", "random", "magnitude", "grad_norm", "snip", "grasp", "grasp_reference", "synflow", "fisher_diag",
+            "fisher_pruner", "fts", "hutch_diag", "hutch_pruning", "hts", "ggn_diag", "obd", "ggn_taylor", "fisher_mc"]
 PAPER_SPARSITIES = [0.8, 0.9, 0.95, 0.98, 0.99]
 SEEDS = [0, 42, 123]
 
@@ -51,7 +51,7 @@ def test_preset_composes_to_its_full_grid(preset):
     assert (cfg.dataset.num_classes, cfg.dataset.in_channels, cfg.dataset.image_size) == (classes, channels, size)
     assert cfg.hydra.runtime.choices["train"] == recipe
     jobs = expand_sweep(cfg)
-    assert len(jobs) == len(CRITERIA) * len(sparsities) * len(SEEDS) * 2  # 390 (fmnist: 234)
+    assert len(jobs) == len(CRITERIA) * len(sparsities) * len(SEEDS) * 2  # 540 (fmnist: 324)
     grid = {tuple(sorted(o.lower() for o in job)) for job in jobs}  # Hydra writes the bools as False/True
     expected = {tuple(sorted([f"pruner={p}", f"sparsity={s}", f"seed={n}", f"prune.bn_warmup={w}"]))
                 for p, s, n, w in itertools.product(CRITERIA, sparsities, SEEDS, ["false", "true"])}
