@@ -106,6 +106,18 @@ def test_key_covers_what_scores_depend_on(tmp_path):
     assert len(keys) == 2
 
 
+def test_one_entry_serves_runs_with_and_without_the_classifier(tmp_path, count_scores):
+    """Classifier pruning is not in the key, so the entry holds every scored weight, the classifier's too."""
+    calls = count_scores(type(instantiate(make_cfg(tmp_path, "pruner=snip").pruner)))
+    without, _, _ = run(make_cfg(tmp_path, "pruner=snip"))
+    cfg = make_cfg(tmp_path, "pruner=snip", "prune.prune_classifier=true")
+    model, data, _ = build(cfg)
+    names = list(prunable_weights(model, prune_classifier=True))
+    masks, info = score_and_mask(cfg, PruneOptions.from_config(cfg.prune), instantiate(cfg.pruner), model, data, CPU,
+                                 names, 0.9, warmup_batch_size=32)
+    assert info["cache_hit"] and len(calls) == 1 and set(masks) == set(without) | {"linear.weight"}
+
+
 def test_multi_round_scoring_and_cache_off_write_nothing(tmp_path, count_scores):
     for extra in (["prune.rounds=2"], ["prune.cache=false"], ["pruner=synflow", "prune.rounds=3"]):
         cfg = make_cfg(tmp_path, "pruner=snip", *extra)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from pai.data.base import ImageData
+from pai.errors import PaiConfigError
 from pai.pruning.cache import ScoreCache, cache_identity
 from pai.pruning.criteria.base import Criterion, Scores
 from pai.pruning.mask_calculator import Masks, check_finite, select_masks
@@ -65,10 +66,13 @@ def score_and_mask(cfg: DictConfig, options: PruneOptions, criterion: Criterion,
 
 def checked_scores(criterion: Criterion, model: nn.Module, inputs: Tensor, targets: Tensor,
                    names: list[str]) -> Scores:
-    """The criterion's scores of `names`, refused (one line naming the criterion) if any is NaN or inf."""
+    """The criterion's raw scores (every weight it scores: the cache serves runs that prune the classifier and
+    runs that do not), refused (one line naming the criterion) if one of `names` is missing, NaN or inf."""
     scores = criterion.score(model, inputs, targets)
-    scores = {n: scores[n] for n in names}
-    check_finite(scores, criterion.name)
+    missing = [n for n in names if n not in scores]
+    if missing:
+        raise PaiConfigError(f"pruner={criterion.name} gives no score for {missing[0]}")
+    check_finite({n: scores[n] for n in names}, criterion.name)
     return scores
 
 
