@@ -18,7 +18,9 @@ from typing import IO
 
 from omegaconf import DictConfig, OmegaConf
 
+from pai import __version__
 from pai.pruning.criteria.base import Criterion
+from pai.tracking import default_group
 from pai.train.checkpoint import load_checkpoint
 
 # `label` only names a variant in reports; the knobs that make the variant already change the hash.
@@ -88,6 +90,7 @@ class RunPaths:
             "config_hash": self.hash,
             "run_dir": str(self.dir),
             "run_name": self.name,
+            "pai_version": __version__,
             "wandb_group": self.group,
             "dataset": cfg.dataset.name,
             "model": model_name(cfg),
@@ -103,7 +106,7 @@ def run_paths(cfg: DictConfig, criterion: Criterion) -> RunPaths:
     h = config_hash(cfg, criterion)
     sp = f"sp{cfg.sparsity:g}" if criterion.prunes else "dense"
     rel = Path(f"{cfg.dataset.name}-{model_name(cfg)}") / criterion.name / sp / f"seed{cfg.seed}-{h[:8]}"
-    group = cfg.get("experiment_name") or f"{cfg.dataset.name}-{model_name(cfg)}"
+    group = cfg.get("experiment_name") or default_group(cfg, model_name(cfg))
     return RunPaths(dir=Path(cfg.out_root) / "runs" / rel, name=str(rel).replace(os.sep, "/"), hash=h,
                     group=str(group))
 

@@ -8,7 +8,7 @@ import time
 import traceback
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pai import distributed
 from pai.build import build
@@ -23,7 +23,7 @@ from pai.pruning.options import PruneOptions
 from pai.pruning.pipeline import score_and_mask
 from pai.results import RunPaths, read_results, run_paths, write_results
 from pai.seeding import seed_everything
-from pai.tracking import Tracker
+from pai.tracking import Tracker, run_config
 from pai.train.loop import train
 from pai.train.recipe import Recipe
 
@@ -90,12 +90,12 @@ def _run(cfg: DictConfig, options: PruneOptions, criterion: Criterion, recipe: R
         previous = decision[1]
         log.info("skipping finished run %s (test_acc %.4f)", paths.dir, previous["test_acc"])
         return {**previous, "skipped": True}
-    results = {**paths.identity(cfg, criterion), "sparsity": cfg.sparsity, "status": "running",
+    results = {**paths.identity(cfg, criterion), "sparsity": sparsity, "status": "running",
                "world_size": distributed.world_size()}
     failed = True
     try:
-        tracker.start(name=paths.name, config=OmegaConf.to_container(cfg, resolve=True), group=paths.group,
-                      job_type=criterion.name)
+        tracker.start(name=paths.name, config=run_config(cfg, criterion.prunes), group=paths.group,
+                      job_type=cfg.get("label") or criterion.name)
         results.update(_pipeline(cfg, options, criterion, recipe, sparsity, device, paths, tracker))
         results["status"] = "done"
         if main:

@@ -11,6 +11,8 @@ import pytest
 import torch
 from conftest import REPO_ROOT, TINY, all_results, launch_env
 
+import pai
+
 pytest.importorskip("wandb")
 
 # -- reading a .wandb file -------------------------------------------------------------------------------------
@@ -97,19 +99,20 @@ WANDB_TINY = [o for o in TINY if o != "logger=none"] + ["logger=wandb", "train.e
 def test_offline_run_logs_config_metrics_masks_and_summary(run_launch, tmp_path):
     out, wb = tmp_path / "out", tmp_path / "wb"
     proc = run_launch([*WANDB_TINY, "pruner=magnitude", "sparsity=0.9", "seed=3", "experiment_name=wbtest",
-                       "logger.tags=[paper,tiny]", "logger.project=pai-test"], out,
+                       "logger.tags=[paper,tiny]", "logger.project=pai-test", "label=magnitude@x"], out,
                       env=launch_env(tmp_path, WANDB_DIR=str(wb)))
     assert proc.returncode == 0, proc.output
     (res,) = all_results(out)
     (run,) = offline_runs(wb)
     # identity
     assert run.run.project == "pai-test"
-    assert run.run.run_group == "wbtest" and run.run.job_type == "magnitude"
+    assert run.run.run_group == "wbtest" and run.run.job_type == "magnitude@x"  # the label names the variant
     assert run.run.display_name == res["run_name"] and list(run.run.tags) == ["paper", "tiny"]
     # the resolved config
     assert run.config["seed"] == 3 and run.config["sparsity"] == 0.9
     assert run.config["pruner"]["_target_"].endswith("Magnitude")
     assert run.config["dataset"]["num_train"] == 64 and run.config["experiment_name"] == "wbtest"
+    assert run.config["pai_version"] == res["pai_version"] == pai.__version__
     # per-epoch metrics at step = epoch, equal to results.json's history
     assert [s for s in run.history if s > 0] == [1, 2]
     for h in res["history"]:
@@ -131,7 +134,28 @@ def test_offline_run_logs_config_metrics_masks_and_summary(run_launch, tmp_path)
     assert run.summary["test_acc"] == res["test_acc"] and run.summary["status"] == "done"
     assert run.summary["config_hash"] == res["config_hash"]
     assert run.summary["prune/collapsed_layer_names"] == res["collapsed_layers"]
+    # one point per run for accuracy vs sparsity, merged into the last epoch's step
+    assert run.history[2]["final/sparsity"] == 0.9 and run.history[2]["final/test_acc"] == res["test_acc"]
+    assert run.history[2]["test_acc"] == res["history"][-1]["test_acc"]
     assert run.exit_code == 0
+
+
+def test_sweep_group_and_the_dense_runs_config(run_launch, tmp_path):
+    """Without experiment_name the group names this sweep (its sweep directory), not the dataset; the dense
+    baseline logs the sparsity it used (0) and none of the prune options it never read."""
+    out, wb = tmp_path / "out", tmp_path / "wb"
+    proc = run_launch(["-m", *WANDB_TINY, "train.epochs=1", "pruner=none,magnitude", "sparsity=0.5"], out,
+                      sweep_dir=out / "sweeps" / "2030-01-02" / "03-04-05", env=launch_env(tmp_path, WANDB_DIR=str(wb)))
+    assert proc.returncode == 0, proc.output
+    runs = {r.run.job_type: r for r in offline_runs(wb)}
+    assert set(runs) == {"none", "magnitude"}
+    assert {r.run.run_group for r in runs.values()} == {"synthetic-resnet20-2030-01-02_03-04-05"}
+    assert {r["wandb_group"] for r in all_results(out)} == {"synthetic-resnet20-2030-01-02_03-04-05"}
+    dense, pruned = runs["none"], runs["magnitude"]
+    assert dense.config["sparsity"] == 0.0 and "prune" not in dense.config
+    assert dense.history[1]["final/sparsity"] == 0.0 and dense.summary["sparsity"] == 0.0
+    assert pruned.config["sparsity"] == 0.5 and pruned.config["prune"]["scope"] == "global"
+    assert pruned.history[1]["final/sparsity"] == 0.5
 
 
 def test_failed_run_finishes_its_wandb_run_and_the_next_starts_fresh(tmp_path, monkeypatch):
