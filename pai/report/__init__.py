@@ -1,13 +1,18 @@
-"""Aggregate finished runs into tables (Markdown + CSV) and figures (PNG); optionally log them to W&B.
+"""Aggregate finished runs into tables (Markdown + CSV) and figures (PNG); optionally log them to W&B and build
+a W&B Report.
 
-    python -m pai.report RUNS_DIR [--out DIR] [--sparsity S] [--wandb] [--wandb-mode offline|online]
-                                  [--project pai] [--group NAME]
+    python -m pai.report RUNS_DIR [--out DIR] [--sparsity S] [--wandb | --wandb-report]
+                                  [--wandb-mode offline|online] [--project pai] [--entity E] [--group NAME]
+                                  [--wandb-dir DIR]
 
 Every `results.json` below RUNS_DIR (recursive) is read; the output goes to `--out`, default `RUNS_DIR/report`
-(`report.md`, `summary.csv`, `runs.csv`, `tables/<group>.md|csv`, `plots/<group>_*.png`, and `wandb/` when
-`--wandb`). A group is one (dataset, model, scope, bn_warmup) — scope is part of the key so that global and
-layer-wise masks are never pooled. Exit code 2 with one line on stderr when RUNS_DIR is missing, holds no
-results.json or no finished run; corrupt files and runs not `done` are listed in report.md, never fatal.
+(`report.md`, `summary.csv`, `runs.csv`, `tables/<group>.md|csv`, `plots/<group>_*.png`, and
+`wandb_report.json` with `--wandb-report`). `--wandb` logs them to one W&B run (`pai.report.wandb_export`;
+its files go to `$WANDB_DIR/wandb/`, else `<out_root>/wandb/` beside the runs' own); `--wandb-report` also
+builds the W&B Report (`pai.report.wandb_report`). A group is one (dataset, model, scope, bn_warmup) — scope
+is part of the key so that global and layer-wise masks are never pooled. Exit code 2 with one line on stderr
+when RUNS_DIR is missing, holds no results.json or no finished run; corrupt files and runs not `done` are
+listed in report.md, never fatal.
 
 Runs DataFrame (`build_report(...)["runs"]`, `load_runs`): one row per readable results.json, any status.
   path (str)              the results.json file

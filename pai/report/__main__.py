@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from pai.report.build import build_report
@@ -25,10 +26,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sparsity", type=_sparsity, default=None,
                    help="sparsity of the per-layer density plot (default: the highest one present)")
     p.add_argument("--wandb", action="store_true", help="also log tables and plots to one W&B run")
+    p.add_argument("--wandb-report", action="store_true",
+                   help="--wandb, then build the W&B Report comparing the sweep (saved when online with an API "
+                        "key, else its spec is written to OUT/wandb_report.json)")
     p.add_argument("--wandb-mode", choices=["offline", "online"], default=None,
                    help="W&B mode (default: $WANDB_MODE, else offline)")
     p.add_argument("--project", default="pai", help="W&B project (default: pai)")
+    p.add_argument("--entity", default=None, help="W&B entity (default: WANDB_ENTITY, else the account's)")
     p.add_argument("--group", default=None, help="W&B group (default: the runs' wandb_group)")
+    p.add_argument("--wandb-dir", default=None,
+                   help="where the report's W&B run goes (default: $WANDB_DIR, else the runs' out_root)")
     return p.parse_args(argv)
 
 
@@ -46,11 +53,30 @@ def main(argv: list[str] | None = None) -> int:
     for note in report["notes"]:
         print(f"{PROG}: warning: {note}", file=sys.stderr)
     print(f"{PROG}: wrote {report['out_dir']}", file=sys.stderr)
-    if args.wandb:
+    if args.wandb or args.wandb_report:
         from pai.report.wandb_export import log_report
 
-        run_dir = log_report(report, project=args.project, group=args.group, mode=args.wandb_mode)
-        print(f"{PROG}: W&B run in {run_dir}", file=sys.stderr)
+        entity = args.entity or os.environ.get("WANDB_ENTITY")
+        logged = log_report(report, project=args.project, group=args.group, mode=args.wandb_mode, entity=entity,
+                            wandb_dir=args.wandb_dir)
+        print(f"{PROG}: W&B run in {logged.dir}", file=sys.stderr)
+        if args.wandb_report:
+            from pai.report import wandb_report
+
+            try:
+                spec = wandb_report.build(report, logged, project=args.project, entity=entity,
+                                          groups=[args.group] if args.group else None)
+            except ValueError as exc:
+                print(f"{PROG}: error: {exc}", file=sys.stderr)
+                return 2
+            for line in wandb_report.panel_summary(spec):
+                print(f"{PROG}: report panel grid {line}", file=sys.stderr)
+            spec_path, url = wandb_report.save_or_write(spec, report["out_dir"], args.wandb_mode)
+            print(f"{PROG}: W&B report spec in {spec_path}", file=sys.stderr)
+            if url:
+                print(f"{PROG}: W&B report saved: {url}", file=sys.stderr)
+            else:
+                print(f"{PROG}: {wandb_report.publish_hint(spec_path, logged)}", file=sys.stderr)
     return 0
 
 
