@@ -1,81 +1,9 @@
-"""pai's command line: `python launch.py [group=option ...] [key=value ...]`, `-m` to sweep, `--help`."""
+"""pai's command line in a checkout: `python launch.py [group=option ...] [key=value ...]`, `-m` to sweep, `--help`.
 
-import logging
-import os
-import sys
+The same as the installed command `pai` (pai/cli.py); also the script that torchrun starts.
+"""
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig
-
-from pai.errors import PaiConfigError
-
-log = logging.getLogger("pai")
-
-
-def _process_rank() -> int:
-    """This process's rank in a torchrun / multi-task SLURM job (0 when alone), from the environment."""
-    from pai.distributed import detect_env
-
-    env = detect_env()
-    return env.rank if env else 0
-
-
-def _quiet_other_ranks(rank: int) -> None:
-    """Ranks > 0 log to the console only, each line tagged with the rank: the job's log file (pai.log) is rank
-    0's, so N ranks never interleave or duplicate lines in it."""
-    if rank == 0:
-        return
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        if isinstance(h, logging.FileHandler):
-            root.removeHandler(h)
-            h.close()
-        else:
-            h.setFormatter(logging.Formatter(f"[%(asctime)s][rank {rank}][%(name)s][%(levelname)s] - %(message)s"))
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
-    from pai.callbacks import record_job
-    from pai.run import run  # imported here so `--help` and `--cfg job` stay fast
-
-    rank = _process_rank()
-    _quiet_other_ranks(rank)
-    record = record_job if rank == 0 else (lambda *_a, **_k: None)  # the sweep's job record is rank 0's
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    try:
-        results = run(cfg)
-    except Exception as exc:
-        if not multirun:
-            if isinstance(exc, PaiConfigError):
-                log.error("error: %s", exc)
-                sys.exit(2)
-            raise
-        log.exception("run failed: %s: %s", type(exc).__name__, exc)
-        if rank != 0:
-            # Rank 0 records the run. This rank's process exits non-zero (SystemExit passes Hydra's and submitit's
-            # `except Exception`), so srun (SLURM_KILL_BAD_EXIT) ends the job at once: on NCCL rank 0 would
-            # otherwise wait out train.dist_timeout_s in its next collective.
-            sys.exit(1)
-        # In a sweep the other jobs go on: the run's results.json says `failed`, this job's record too, and the
-        # SweepReport callback lists the failure when the sweep ends (the command then exits with status 1).
-        record(cfg, "failed", error=f"{type(exc).__name__}: {exc}")
-        return None
-    # done | skipped (finished before) | busy (another job is running the same config right now)
-    status = "busy" if results.get("status") == "busy" else "skipped" if results.get("skipped") else "done"
-    record(cfg, status, run_dir=results.get("run_dir"), test_acc=results.get("test_acc"))
-    return results["test_acc"]
-
-
-def cli() -> None:
-    # torchrun (RANK is its variable; read directly, so `--help` does not pay for importing torch): every rank
-    # composes the same config, and only rank 0 writes the run directory's .hydra/ files.
-    if os.environ.get("RANK", "0") != "0" and "-m" not in sys.argv and "--multirun" not in sys.argv:
-        sys.argv.append("hydra.output_subdir=null")
-    main()
-
+from pai.cli import cli
 
 if __name__ == "__main__":
     cli()
