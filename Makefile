@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.pai-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow lint report clean-demo fmnist-validation
+.PHONY: setup demo test test-slow lint report clean-demo fmnist-validation slurm-up slurm-down
 
 setup: $(STAMP)
 
@@ -27,8 +27,18 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5 = no slow test collected
 
+# ruff, then mypy on pai/ (pyproject.toml [tool.mypy]: mypy's default strictness, imports without type
+# information are Any).
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pai tests launch.py benchmarks
+	$(VENV)/bin/ruff check pai tests launch.py benchmarks setup.py
+	$(VENV)/bin/mypy
+
+# The one-node SLURM cluster that the `slurm` tests use (as root; idempotent): scripts/slurm/.
+slurm-up:
+	bash scripts/slurm/up.sh
+
+slurm-down:
+	bash scripts/slurm/down.sh
 
 # The report of the last sweep: make report RUNS=outputs/runs
 RUNS ?= outputs/runs

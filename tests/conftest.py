@@ -30,17 +30,20 @@ SLURM_TEST = [
 ]
 
 
+SLURM_UP = "`make slurm-up` (scripts/slurm/up.sh, as root; `make slurm-down` stops it)"
+
+
 @functools.cache
 def slurm_status() -> str | None:
     """None when a SLURM controller answers, else why not."""
     if not shutil.which("scontrol"):
-        return "no scontrol on PATH: start the test cluster with shared/slurm/up.sh"
+        return f"no scontrol on PATH: start the test cluster with {SLURM_UP}"
     try:
         r = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"scontrol ping failed: {exc}"
     if "is UP" not in r.stdout:
-        return f"SLURM controller not UP ({(r.stdout + r.stderr).strip()[:200]}): run shared/slurm/up.sh"
+        return f"SLURM controller not UP ({(r.stdout + r.stderr).strip()[:200]}): start it with {SLURM_UP}"
     return None
 
 

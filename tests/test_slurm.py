@@ -1,6 +1,6 @@
-"""Sweeps through a real SLURM (shared/slurm/up.sh): a job array via `hydra/launcher=slurm`, failure reporting
-(also of a job killed without a result), and preemption/timeout → requeue → resume from last.pt with unchanged
-metrics. (Relaunch/skip is the same code under every launcher: tests/test_sweep.py.)
+"""Sweeps through a real SLURM (`make slurm-up`, scripts/slurm/up.sh): a job array via `hydra/launcher=slurm`,
+failure reporting (also of a job killed without a result), and preemption/timeout → requeue → resume from
+last.pt with unchanged metrics. (Relaunch/skip is the same code under every launcher: tests/test_sweep.py.)
 
 Skipped (with the reason) when no SLURM controller answers `scontrol ping`.
 """
