@@ -8,8 +8,17 @@ from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from pai.errors import PaiConfigError
+
+
+def resolved(node: Any) -> dict[str, Any]:
+    """A config node as a plain dict with every interpolation resolved."""
+    out = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(out, dict):  # to_container's type covers lists and scalars; a mapping node is a dict
+        raise TypeError(f"expected a mapping config node, got {type(out).__name__}")
+    return {str(k): v for k, v in out.items()}
 
 
 def build(node: Any, key: str, **kwargs: Any) -> Any:

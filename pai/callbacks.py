@@ -96,7 +96,8 @@ def _atomic_write_json(path: Path, obj: dict) -> None:
 def read_records(sweep_dir: str | Path) -> tuple[list[dict], list[Path]]:
     """The job records under a sweep directory, and the job directories that have none (killed/running)."""
     sweep_dir = Path(sweep_dir)
-    records, missing = [], []
+    records: list[dict] = []
+    missing: list[Path] = []
     if not sweep_dir.is_dir():
         return records, missing
     for hydra_dir in sorted(sweep_dir.rglob(".hydra")):

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pai import __version__
+from pai.build import resolved as resolved_config
 from pai.pruning.criteria.base import Criterion
 from pai.tracking import default_group
 from pai.train.checkpoint import load_checkpoint
@@ -31,7 +32,7 @@ NOT_HASHED_TRAIN = ("distributed", "sync_bn", "dist_timeout_s", "dist_wait_timeo
 
 
 def config_hash(cfg: DictConfig, criterion: Criterion) -> str:
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = resolved_config(cfg)
     for key in NOT_HASHED:
         resolved.pop(key, None)
     resolved.get("prune", {}).pop("cache", None)

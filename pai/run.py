@@ -6,6 +6,7 @@ import contextlib
 import logging
 import time
 import traceback
+from typing import cast
 
 import torch
 from omegaconf import DictConfig
@@ -87,7 +88,7 @@ def _run(cfg: DictConfig, options: PruneOptions, criterion: Criterion, recipe: R
         log.warning("skipping run %s: another job is running it (%s)", paths.dir, decision[1])
         return {**paths.identity(cfg, criterion), "status": "busy", "skipped": True, "test_acc": None}
     if decision[0] == "done":
-        previous = decision[1]
+        previous = cast(dict, decision[1])
         log.info("skipping finished run %s (test_acc %.4f)", paths.dir, previous["test_acc"])
         return {**previous, "skipped": True}
     results = {**paths.identity(cfg, criterion), "sparsity": sparsity, "status": "running",

@@ -26,11 +26,12 @@ import logging
 import time
 from numbers import Number
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pai import __version__
+from pai.build import resolved
 
 if TYPE_CHECKING:
     from wandb.sdk.wandb_run import Run
@@ -73,8 +74,7 @@ def run_config(cfg: DictConfig, prunes: bool) -> dict[str, Any]:
     """The W&B config of a run: the resolved config plus `pai_version`. The dense baseline prunes nothing:
     its `sparsity` is the 0.0 it used (not the level a sweep asked for) and the `prune` options it never read
     are left out."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(config, dict)
+    config = resolved(cfg)
     if not prunes:
         config["sparsity"] = 0.0
         config.pop("prune", None)
@@ -104,7 +104,8 @@ class Tracker:
         pass
 
 
-MODES = ("online", "offline", "disabled", "shared")
+Mode = Literal["online", "offline", "disabled", "shared"]
+MODES: tuple[Mode, ...] = get_args(Mode)
 
 
 class WandbTracker(Tracker):

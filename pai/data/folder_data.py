@@ -92,7 +92,7 @@ class FolderImageData:
     def _loader(self, ds: Dataset, device: torch.device, batches: Iterable[Sequence[int]]) -> DataLoader:
         return DataLoader(
             ds,
-            batch_sampler=list(batches),  # the batches are fixed in advance (pai.data.batching)
+            batch_sampler=[list(b) for b in batches],  # the batches are fixed in advance (pai.data.batching)
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and device.type == "cuda",
             persistent_workers=False,

@@ -18,7 +18,7 @@ the rest of the network. It uses the global torch RNG, so construction stays det
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from torch import nn
 
@@ -43,6 +43,7 @@ def wants_small_input(small_input: SmallInput | str, image_size: int) -> bool:
 
 def _new_conv(old: nn.Conv2d, in_channels: int, *, small: bool) -> nn.Conv2d:
     """A conv with ``old``'s output channels and ``in_channels`` inputs; 3x3 stride 1 when ``small``."""
+    geometry: dict[str, Any]
     if small:
         geometry = dict(kernel_size=3, stride=1, padding=1)
     else:
@@ -86,16 +87,15 @@ def patch_small_input(model: nn.Module, in_channels: int, what: str = "model") -
         model.conv1 = _new_conv(conv1, in_channels, small=True)
     elif isinstance(conv1, nn.Sequential) and _replace_first_conv(conv1, in_channels, small=True):
         pass  # timm deep stem: only its first (stride-2) conv changes; the following 3x3s keep stride 1
-    elif isinstance(getattr(model, "stem", None), nn.Module):
-        stem = model.stem
+    elif isinstance(stem := getattr(model, "stem", None), nn.Module):
         if isinstance(stem, nn.Conv2d):
             model.stem = _new_conv(stem, in_channels, small=True)
         elif _replace_first_conv(stem, in_channels, small=True):
             _drop_pools(stem)
         else:
             raise _no_stem(what)
-    elif isinstance(getattr(model, "conv_stem", None), nn.Conv2d):
-        model.conv_stem = _new_conv(model.conv_stem, in_channels, small=True)
+    elif isinstance(conv_stem := getattr(model, "conv_stem", None), nn.Conv2d):
+        model.conv_stem = _new_conv(conv_stem, in_channels, small=True)
     else:
         raise _no_stem(what)
     if isinstance(getattr(model, "maxpool", None), nn.Module):

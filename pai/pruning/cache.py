@@ -29,9 +29,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from pai.build import resolved
 from pai.digest import tensor_digest
 from pai.pruning.criteria.base import Criterion
 from pai.pruning.options import PruneOptions
@@ -50,13 +51,13 @@ def cache_identity(cfg: DictConfig, options: PruneOptions, criterion: Criterion,
                    warmup_batch_size: int) -> dict:
     """Everything the raw scores depend on (call before BN warmup: it fingerprints the initial weights)."""
     p = options
-    dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
+    dataset = resolved(cfg.dataset)
     dataset.pop("root", None)  # where the files are does not change them
     cls = type(criterion)
     return {
         "version": CACHE_VERSION,
         "dataset": dataset,
-        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "model": resolved(cfg.model),
         "seed": cfg.seed,
         "criterion": f"{cls.__module__}.{cls.__qualname__}",
         "knobs": criterion.knobs(),

@@ -7,6 +7,7 @@ pai.pruning.mask_calculator.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +23,7 @@ def prunable_weights(model: nn.Module, prune_classifier: bool = False) -> dict[s
     for module_name, module in model.named_modules():
         if isinstance(module, nn.modules.conv._ConvNd | nn.Linear) and module.weight is not None:
             name = f"{module_name}.weight" if module_name else "weight"
-            found[name] = module.weight
+            found[name] = cast(nn.Parameter, module.weight)  # typed Tensor; a Parameter at run time
             if isinstance(module, nn.Linear):
                 last_linear = name
     if not prune_classifier and last_linear is not None:

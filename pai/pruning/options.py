@@ -7,8 +7,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from pai.build import resolved
 from pai.errors import PaiConfigError
 from pai.pruning.mask_calculator import SCOPES
 from pai.pruning.sparsity_schedules import SCHEDULES
@@ -40,7 +41,7 @@ class PruneOptions:
 
     @classmethod
     def from_config(cls, node: DictConfig | dict[str, Any] | None) -> PruneOptions:
-        values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
+        values = resolved(node) if isinstance(node, DictConfig) else dict(node or {})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -37,7 +37,7 @@ def score_and_mask(cfg: DictConfig, options: PruneOptions, criterion: Criterion,
     rounds = options.rounds_for(criterion.default_rounds)
     info = {"warmup_seconds": 0.0, "score_seconds": 0.0, "cache_hit": False}
     cache = ScoreCache(Path(cfg.out_root) / "cache") if options.cache and rounds == 1 else None
-    identity = cache_identity(cfg, options, criterion, model, warmup_batch_size) if cache else None
+    identity = cache_identity(cfg, options, criterion, model, warmup_batch_size) if cache else {}
     with cache.lock(identity) if cache else contextlib.nullcontext():
         entry = cache.load(identity) if cache else None
         if entry is not None:

@@ -16,7 +16,7 @@ from pai.data.base import ImageData
 def bn_warmup(model: nn.Module, data: ImageData, device: torch.device, seed: int, batch_size: int = 512,
               augment: bool = True) -> int:
     """Refresh BN running statistics; returns the number of samples seen (0 when the model has no BN)."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns: list[nn.Module] = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return 0
     modes = {m: m.training for m in model.modules()}

@@ -76,10 +76,10 @@ def _runsets(groups: list[str], key: tuple, sparsity: float | None = None) -> li
 def _comparison_grid(groups: list[str], key: tuple):
     import wandb_workspaces.reports.v2 as wr
 
-    band = {"groupby": "JobType", "groupby_aggfunc": "mean", "groupby_rangefunc": "stddev"}
-    panels = [
+    panels: list[Any] = [
         wr.LinePlot(title="test accuracy vs sparsity (mean ± std over seeds)", x=FINAL_SPARSITY, y=[FINAL_ACC],
-                    title_x="sparsity", title_y="test accuracy", layout=wr.Layout(x=0, y=0, w=12, h=8), **band),
+                    title_x="sparsity", title_y="test accuracy", groupby="JobType", groupby_aggfunc="mean",
+                    groupby_rangefunc="stddev", layout=wr.Layout(x=0, y=0, w=12, h=8)),
         wr.ScatterPlot(title="final test accuracy per run", x=wr.SummaryMetric("sparsity_achieved"),
                        y=wr.SummaryMetric("test_acc"), layout=wr.Layout(x=12, y=0, w=12, h=8)),
         wr.BarPlot(title="collapsed layers (mean, min–max over runs)", metrics=[COLLAPSED], groupby="JobType",

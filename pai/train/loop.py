@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -50,7 +51,7 @@ def train(
     world, rank = distributed.world_size(), distributed.rank()
     check_batch_size(recipe.batch_size, world)
     memory_format = torch.channels_last if recipe.use_channels_last(device) else torch.contiguous_format
-    model.to(device=device, memory_format=memory_format)
+    model.to(device=device, memory_format=memory_format)  # type: ignore[call-overload]  # torch's stub lacks it
     if world > 1 and recipe.use_sync_bn(device):
         # In place for every BN below the top module (the model's own BN layers, same Parameters and buffers,
         # same state_dict keys): checkpoints stay interchangeable with single-process runs.
@@ -73,7 +74,7 @@ def train(
     enforcer = MaskEnforcer(model, masks, optimizer) if masks else None
     step_model = ddp_wrap(model, device) if world > 1 else model
     if recipe.compile:
-        step_model = torch.compile(step_model)
+        step_model = cast(nn.Module, torch.compile(step_model))  # an OptimizedModule wrapping the model
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     autocast_dtype = recipe.autocast_dtype(device)
     main = distributed.is_main()

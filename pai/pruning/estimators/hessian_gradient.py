@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import Tensor, nn
 
 from pai.pruning.estimators.objective import Grads, Objective, grads_of, scoring_mode
@@ -21,6 +23,7 @@ def hessian_gradient_product(model: nn.Module, names: list[str], inputs: Tensor,
                 g[k] += gk
         for s, e in chunks:  # second pass: H g needs the full g
             gc = grads_of(obj.loss(w, inputs[s:e], targets[s:e], "sum") / n, w, create_graph=True)
-            for k, hk in grads_of(sum((gc[k] * g[k]).sum() for k in w), w).items():
+            g_dot_gc = cast(Tensor, sum((gc[k] * g[k]).sum() for k in w))  # sum() of tensors is a tensor
+            for k, hk in grads_of(g_dot_gc, w).items():
                 hg[k] += hk
         return g, hg

@@ -17,6 +17,7 @@ from typing import TypeVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.conv import _ConvNd
 
 from pai.pruning.estimators.objective import Grads, Objective
 
@@ -46,7 +47,7 @@ def with_vmap_fallback(compute: Callable[[str], T], path: str, requested: str) -
 
 def _owners(model: nn.Module, names: list[str]) -> dict[str, nn.Module] | None:
     modules = dict(model.named_modules())
-    owners = {}
+    owners: dict[str, nn.Module] = {}
     for n in names:
         prefix, _, leaf = n.rpartition(".")
         if leaf != "weight" or prefix not in modules:
@@ -101,13 +102,17 @@ class HookGrads:
     def from_deltas(self, records: Records, deltas: Sequence[Tensor | None], c: int, b: int,
                     squares: bool) -> tuple[Grads, Grads]:
         """Per-layer sums over c groups of b samples of the group weight gradient (and its square), from the
-        output gradients `deltas` (ordered as `outputs(records)`)."""
+        output gradients `deltas` (ordered as `outputs(records)`); the squares are {} when not `squares`."""
         it = iter(deltas)
-        sums, sqs = {}, {}
+        sums: Grads = {}
+        sqs: Grads = {}
         for n, recs in records.items():
             pairs = [(a, d) for (a, _), d in zip(recs, it, strict=False) if d is not None]
-            sums[n], sqs[n] = _layer_moments(self.owners[n], pairs, c, b, squares, self.obj.weights[n],
-                                             self.scratch)
+            owner = self.owners[n]
+            assert isinstance(owner, nn.Linear | _ConvNd)  # SUPPORTED, checked before a HookGrads is built
+            sums[n], square = _layer_moments(owner, pairs, c, b, squares, self.obj.weights[n], self.scratch)
+            if square is not None:
+                sqs[n] = square
         return sums, sqs
 
 
@@ -123,7 +128,7 @@ def _recorder(store: list):
     return hook
 
 
-def _layer_moments(m: nn.Module, pairs: list[tuple[Tensor, Tensor]], c: int, b: int, squares: bool,
+def _layer_moments(m: nn.Linear | _ConvNd, pairs: list[tuple[Tensor, Tensor]], c: int, b: int, squares: bool,
                    weight: Tensor, scratch: _Scratch) -> tuple[Tensor, Tensor | None]:
     if not pairs:  # the layer does not reach the loss
         return torch.zeros_like(weight), (torch.zeros_like(weight) if squares else None)
@@ -139,7 +144,7 @@ def _layer_moments(m: nn.Module, pairs: list[tuple[Tensor, Tensor]], c: int, b: 
     return grads.sum(0), (grads.square_().sum(0) if squares else None)
 
 
-def _group_grads(m: nn.Module, a: Tensor, d: Tensor, c: int, b: int, scratch: _Scratch) -> Tensor:
+def _group_grads(m: nn.Linear | _ConvNd, a: Tensor, d: Tensor, c: int, b: int, scratch: _Scratch) -> Tensor:
     """(c, *weight.shape): the weight gradient of each of the c groups of b samples, written into `scratch`."""
     if isinstance(m, nn.Linear):
         a = a.reshape(c, -1, a.shape[-1])  # (c, b·positions, in)
@@ -168,7 +173,7 @@ class _Scratch:
         return buf[:n].view(shape)
 
 
-def _patches(m: nn.Module, a: Tensor) -> Tensor:
+def _patches(m: _ConvNd, a: Tensor) -> Tensor:
     """(N, C_in, *kernel, *out) view of the padded input: patches[..., k, o] = a_padded[o·stride + k·dilation]."""
     pad = m._reversed_padding_repeated_twice  # what nn.Conv pads with: ints, 'same' or 'valid' resolved
     if any(pad):

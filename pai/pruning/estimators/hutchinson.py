@@ -87,7 +87,7 @@ def _pick(per_group: dict[str, float]) -> str:
     for mode in ("vmap", "loop"):  # time each once, then keep the faster
         if mode not in per_group:
             return mode
-    return min(per_group, key=per_group.get)
+    return min(per_group, key=per_group.__getitem__)
 
 
 def _now(like: Tensor) -> float:
@@ -111,7 +111,7 @@ def _loop_group(obj: Objective, x: Tensor, y: Tensor, z: Grads) -> tuple[Grads, 
 
 def _vmap_groups(obj: Objective, x: Tensor, y: Tensor, b: int, zs: list[Grads]) -> tuple[Grads, Grads]:
     def one_group(xb: Tensor, yb: Tensor, z: Grads) -> tuple[Grads, Grads]:
-        g, hvp = vjp(lambda w: grad(obj.loss)(w, xb, yb), obj.weights)
+        g, hvp = vjp(lambda w: grad(obj.loss)(w, xb, yb), obj.weights)  # type: ignore[misc]  # 2 without has_aux
         hz = vmap(hvp)(z)[0]  # vjp of the gradient = H z (H is symmetric)
         return g, {n: (z[n] * hz[n]).sum(0) for n in z}
 

@@ -67,7 +67,7 @@ def _moments(obj: Objective, model: nn.Module, x: Tensor, y: Tensor, b: int, pat
             for k, gk in grads_of(obj.loss(w, xc, yc, "sum") / bs, w).items():
                 s[k] += gk
             continue
-        if path == "hooks":
+        if hooks is not None:
             cs, cq = hooks.moments(xc, yc, bs, squares, check=i == 0)
         else:
             per_group = _loop_grads(obj, xc, yc) if path == "loop" else _vmap_grads(obj, xc, yc, bs)
