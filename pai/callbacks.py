@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,9 +29,11 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from pai import files
+
 log = logging.getLogger("pai.sweep")
 
-RECORD = "pai_job.json"
+RECORD = files.JOB_RECORD
 FAILED = ("failed", "interrupted")
 
 
@@ -60,8 +61,8 @@ def record_job(cfg: DictConfig | None, status: str, run_dir: str | None = None, 
         "ended_at": time.time(),
         **fields,
     }
-    path = Path(hc.runtime.output_dir) / RECORD
-    _atomic_write_json(path, record)
+    path = files.job_record(hc.runtime.output_dir)
+    files.write_json(path, record)
     return path
 
 
@@ -83,14 +84,6 @@ def _slurm_job_id() -> str | None:
     if array_id and task:
         return f"{array_id}_{task}"
     return os.environ.get("SLURM_JOB_ID")
-
-
-def _atomic_write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-    os.replace(tmp, path)
 
 
 def read_records(sweep_dir: str | Path) -> tuple[list[dict], list[Path]]:
