@@ -120,16 +120,16 @@ def make_setup(pai: SimpleNamespace, args: argparse.Namespace, masked: bool):
 def run_once(pai: SimpleNamespace, args: argparse.Namespace, masked: bool = True, profiler=None) -> dict:
     data, model, masks, recipe = make_setup(pai, args, masked)
     stamped = StampedData(data)
-    saved = pai.loop.evaluate, pai.loop.atomic_save
+    saved = pai.loop.evaluate, pai.loop.save_checkpoint
     with tempfile.TemporaryDirectory() as tmp, profiler or contextlib.nullcontext():
         if profiler is not None:  # label the per-epoch work in the loop's own namespace, for this run only
-            pai.loop.evaluate, pai.loop.atomic_save = labelled(EVAL, saved[0]), labelled(CKPT, saved[1])
+            pai.loop.evaluate, pai.loop.save_checkpoint = labelled(EVAL, saved[0]), labelled(CKPT, saved[1])
         try:
             t0 = time.perf_counter()
             pai.loop.train(model, stamped, recipe, torch.device("cpu"), 0, masks, Path(tmp) / "last.pt")
             total = time.perf_counter() - t0
         finally:
-            pai.loop.evaluate, pai.loop.atomic_save = saved
+            pai.loop.evaluate, pai.loop.save_checkpoint = saved
     stamps = stamped.stamps[: args.steps]  # a loop may fetch one batch more than it trains on
     wall = [1e3 * (b[0] - a[0]) for a, b in zip(stamps, stamps[1:], strict=False)][args.warmup :]
     cpu = [1e3 * (b[1] - a[1]) for a, b in zip(stamps, stamps[1:], strict=False)][args.warmup :]

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 from test_criteria_common import ROOT, one_thread  # noqa: F401 (autouse fixture)
 
-import pai.pruning.cache as cache_mod
+import pai.files
 import pai.pruning.pipeline as pipeline
 from pai.errors import PaiConfigError
 from pai.pruning.cache import ScoreCache, cache_identity
@@ -143,7 +143,7 @@ def test_warmed_buffers_come_back_from_the_cache(tmp_path, monkeypatch):
     assert all(torch.equal(masks1[n], masks2[n]) for n in masks1)
 
 
-def test_writes_are_atomic_and_bad_files_are_misses(tmp_path, monkeypatch):
+def test_writes_are_atomic_and_bad_files_are_set_aside(tmp_path, monkeypatch):
     cfg = make_cfg(tmp_path, "pruner=grad_norm")
     model, _, _ = build(cfg)
     identity = cache_identity(cfg, PruneOptions.from_config(cfg.prune), instantiate(cfg.pruner), model, 32)
@@ -152,18 +152,20 @@ def test_writes_are_atomic_and_bad_files_are_misses(tmp_path, monkeypatch):
     def crash(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(cache_mod.os, "replace", crash)
+    monkeypatch.setattr(pai.files.os, "replace", crash)
     with pytest.raises(OSError):
         store.save(identity, {"w": torch.ones(3)}, None)
     assert list((tmp_path / "cache").iterdir()) == []  # neither a torn entry nor a temporary file
     monkeypatch.undo()
     store.path(identity).write_bytes(b"torn")
     assert store.load(identity) is None
+    (aside,) = (tmp_path / "cache").glob("*.pt.corrupt-*")  # kept for a look, never deleted
+    assert aside.read_bytes() == b"torn" and not store.path(identity).exists()
     _, info, _ = run(cfg)
     assert not info["cache_hit"] and store.load(identity) is not None  # rescored and rewritten whole
     other = dict(identity, seed=99)
     store.path(identity).rename(store.path(other))  # same file name, another identity inside: a miss
-    assert store.load(other) is None
+    assert store.load(other) is None and len(list((tmp_path / "cache").glob("*.pt.corrupt-*"))) == 2
 
 
 class NaNScores(Criterion):

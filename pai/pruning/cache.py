@@ -10,8 +10,9 @@ only act on the scores. Only single-round scoring is cached (later rounds depend
 With BN warmup the entry also holds the warmed-up buffers, so a hit restores them instead of repeating a pass
 over the training set: training then starts from the same model as after a miss.
 
-Entries are written to a temporary file in the same directory and moved in place with `os.replace`, so
-concurrent jobs see either no file or a whole one; an unreadable or mismatching entry is a miss. Jobs that
+Entries are written atomically (`pai.files.atomic_open`), so concurrent jobs see either no file or a whole one.
+Each carries a digest of its content, checked on every read: an entry that is unreadable, fails its digest or
+holds another identity is set aside (`<key>.pt.corrupt-<time>`, with a warning) and is a miss. Jobs that
 need one entry at the same time take its lock (`flock` on `<key>.lock`, released when the holder exits or
 dies): the first scores, the others wait and then read its entry instead of scoring again.
 """
@@ -22,8 +23,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,14 +31,18 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from pai import files
 from pai.build import resolved
-from pai.digest import tensor_digest
+from pai.digest import state_digest, tensor_digest
+from pai.files import atomic_open, set_aside
 from pai.pruning.criteria.base import Criterion
 from pai.pruning.options import PruneOptions
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 3  # bump when the scoring code changes what a criterion returns (2: random's stream order;
-# 3: GraSP and the Hutchinson criteria differentiate every trainable parameter by default)
+CACHE_VERSION = 4  # bump when the scoring code changes what a criterion returns (2: random's stream order;
+# 3: GraSP and the Hutchinson criteria differentiate every trainable parameter by default) or the entry format
+# changes (4: entries carry a content digest)
+DIGEST = "digest"  # the key of an entry's content digest
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -76,49 +79,59 @@ class ScoreCache:
 
     @staticmethod
     def key(identity: dict) -> str:
-        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
+        return hashlib.sha256(_identity_text(identity).encode()).hexdigest()[:32]
 
     def path(self, identity: dict) -> Path:
-        return self.root / f"{self.key(identity)}.pt"
+        return files.cache_entry(self.root, self.key(identity))
 
     @contextmanager
     def lock(self, identity: dict) -> Iterator[None]:
         """Hold the entry's exclusive lock (blocking): one job scores, concurrent ones wait for its entry."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / f"{self.key(identity)}.lock", "a") as f:
+        with open(files.cache_lock(self.root, self.key(identity)), "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             yield  # closing the file releases the lock, also when the body raises
 
     def load(self, identity: dict) -> dict | None:
-        """{"scores": ..., "buffers": ... | None} on CPU, or None (missing, unreadable or another identity)."""
+        """{"scores": ..., "buffers": ... | None} on CPU, or None: missing, or failing a check (unreadable, not
+        this identity's entry, content not matching its digest), in which case the file is set aside as
+        `<key>.pt.corrupt-<time>` with a warning and the caller scores again."""
         path = self.path(identity)
         if not path.is_file():
             return None
-        try:
-            entry = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a corrupt file is a miss; it is overwritten after scoring
-            log.warning("ignoring unreadable score cache %s: %s", path, exc)
-            return None
-        if entry.get("identity") != json.dumps(identity, sort_keys=True, default=str):
+        entry, problem = self._read(path, identity)
+        if problem is not None:
+            set_aside(path, f"not a usable score cache entry ({problem}); scoring again")
             return None
         return entry
 
+    @staticmethod
+    def _read(path: Path, identity: dict) -> tuple[dict | None, str | None]:
+        try:
+            entry = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            return None, f"unreadable: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("scores"), dict):
+            return None, "no scores in it"
+        digest = entry.pop(DIGEST, None)
+        if digest is None or state_digest(entry) != digest:
+            return None, "its content does not match its digest" if digest else "it carries no content digest"
+        if entry.get("identity") != _identity_text(identity):
+            return None, "it holds the scores of another configuration"
+        return entry, None
+
     def save(self, identity: dict, scores: dict[str, Tensor], buffers: dict[str, Tensor] | None) -> Path:
         path = self.path(identity)
-        self.root.mkdir(parents=True, exist_ok=True)
         entry = {
-            "identity": json.dumps(identity, sort_keys=True, default=str),
+            "identity": _identity_text(identity),
             "scores": {n: s.detach().cpu() for n, s in scores.items()},
             "buffers": None if buffers is None else {n: b.detach().cpu() for n, b in buffers.items()},
         }
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=path.stem, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(entry, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        entry[DIGEST] = state_digest(entry)
+        with atomic_open(path, "wb") as f:
+            torch.save(entry, f)
         return path
+
+
+def _identity_text(identity: dict) -> str:
+    return json.dumps(identity, sort_keys=True, default=str)

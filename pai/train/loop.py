@@ -21,7 +21,7 @@ from pai.data.batching import check_batch_size, num_batches
 from pai.pruning.mask_calculator import Masks
 from pai.pruning.masks import MaskEnforcer
 from pai.seeding import rng_state, set_rng_state
-from pai.train.checkpoint import atomic_save, load_checkpoint
+from pai.train.checkpoint import load_checkpoint, save_checkpoint
 from pai.train.evaluate import evaluate
 from pai.train.recipe import Recipe
 
@@ -133,7 +133,7 @@ def train(
             log.info("epoch %d/%d  train_loss %.4f  train_acc %.4f  test_loss %.4f  test_acc %.4f",
                      epoch + 1, recipe.epochs, record["train_loss"], record["train_acc"], test_loss, test_acc)
             if main:
-                atomic_save({
+                save_checkpoint({
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler else None,
