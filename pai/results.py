@@ -1,4 +1,4 @@
-"""Where a run lives on disk and its results.json.
+"""Where a run lives on disk, and its results.json: the `RunResult` schema, written and read back verified.
 
 A run's directory is derived from a hash of its resolved config (without the keys that do not change the
 experiment: logger, output/data roots, device, caching), so relaunching a sweep finds its own runs.
@@ -7,22 +7,27 @@ experiment: logger, output/data roots, device, caching), so relaunching a sweep 
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import socket
-import tempfile
-from dataclasses import dataclass
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from pai import __version__
+from pai import __version__, files
 from pai.build import resolved as resolved_config
-from pai.pruning.criteria.base import Criterion
+from pai.files import set_aside, write_json
 from pai.tracking import default_group
-from pai.train.checkpoint import load_checkpoint
+
+if TYPE_CHECKING:  # the report reads results without importing torch
+    from pai.pruning.criteria.base import Criterion
 
 # `label` only names a variant in reports; the knobs that make the variant already change the hash.
 NOT_HASHED = ("logger", "out_root", "data_root", "device", "experiment_name", "label")
@@ -61,13 +66,20 @@ class RunPaths:
 
     @property
     def results(self) -> Path:
-        return self.dir / "results.json"
+        return files.results(self.dir)
 
     @property
     def checkpoint(self) -> Path:
-        return self.dir / "last.pt"
+        return files.checkpoint(self.dir)
+
+    @property
+    def lock(self) -> Path:
+        return files.run_lock(self.dir)
 
     def checkpoint_state(self) -> dict | None:
+        """The verified last.pt (see pai.train.checkpoint), or None."""
+        from pai.train.checkpoint import load_checkpoint
+
         return load_checkpoint(self.checkpoint)
 
     def try_lock(self) -> IO | None:
@@ -75,7 +87,7 @@ class RunPaths:
         process dies), or None when another live process holds it: two jobs of one config (e.g. the dense
         baseline, which every sparsity of a sweep maps to one run) never train into the same directory."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        f = open(self.dir / ".lock", "a+")  # the caller closes it
+        f = open(self.lock, "a+")  # the caller closes it
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -96,7 +108,7 @@ class RunPaths:
             "dataset": cfg.dataset.name,
             "model": model_name(cfg),
             "pruner": criterion.name,
-            "label": cfg.get("label"),
+            "label": None if cfg.get("label") is None else str(cfg.get("label")),
             "seed": cfg.seed,
             "scope": cfg.prune.scope,
             "bn_warmup": bool(cfg.prune.bn_warmup) and criterion.prunes,
@@ -108,21 +120,207 @@ def run_paths(cfg: DictConfig, criterion: Criterion) -> RunPaths:
     sp = f"sp{cfg.sparsity:g}" if criterion.prunes else "dense"
     rel = Path(f"{cfg.dataset.name}-{model_name(cfg)}") / criterion.name / sp / f"seed{cfg.seed}-{h[:8]}"
     group = cfg.get("experiment_name") or default_group(cfg, model_name(cfg))
-    return RunPaths(dir=Path(cfg.out_root) / "runs" / rel, name=str(rel).replace(os.sep, "/"), hash=h,
+    return RunPaths(dir=files.runs_root(cfg.out_root) / rel, name=str(rel).replace(os.sep, "/"), hash=h,
                     group=str(group))
 
 
-def write_results(path: Path, results: dict) -> None:
-    """Atomic write (temp file + rename): a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(results, f, indent=2, default=str)
-    os.replace(tmp, path)
+RESULTS_STATUSES = ("running", "done", "failed", "interrupted")  # what results.json may say
+STATUSES = (*RESULTS_STATUSES, "busy")  # + what `pai.run.run` returns for a run another job is running
+REQUIRED_DONE = ("dataset", "model", "pruner", "seed", "sparsity", "test_acc")  # a finished run carries these
+SCHEMA_VERSION = 1  # bump when a key changes meaning or type; a file without the key predates it (version 0)
 
 
-def read_results(path: Path) -> dict | None:
+class ResultsError(ValueError):
+    """A results.json (or a record about to be written) that does not fit RunResult; the message says why."""
+
+
+def key(doc: str, default: Any = None) -> Any:
+    """One results.json key: its documentation (README's key table is generated from it) and default."""
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass
+class RunResult:
+    """The one schema of results.json: `pai.run` fills it, the report, W&B and the tests read it.
+
+    Adding a key is one line here, `name: type | None = key("what it means")`, plus the README table that
+    `python -m pai.results` prints (tests/test_results.py checks that the README shows this table). Keys of a
+    file that are not fields (written by a newer pai) are kept in `extra` and written back unchanged.
+    """
+
+    schema_version: int = key("version of this schema (missing = 0: written before the key existed)",
+                              SCHEMA_VERSION)
+    status: str = key("`done` \\| `failed` \\| `interrupted` (killed or preempted; a rerun resumes) \\| "
+                      "`running`", "running")
+    config_hash: str | None = key("hash of the resolved config (the run directory ends with its first 8 "
+                                  "characters)")
+    dataset: str | None = key("dataset name")
+    model: str | None = key("model builder, `timm-<name>` / `torchvision-<name>` for models chosen by name")
+    pruner: str | None = key("criterion code (`none` = dense baseline)")
+    label: str | None = key("report row name of a pruner variant (`label=`), else null")
+    seed: int | None = key("the run's seed")
+    sparsity: float | None = key("sparsity asked for (0 for the dense baseline: the sparsity it used)")
+    sparsity_achieved: float | None = key("fraction of prunable weights removed")
+    scope: str | None = key("`global` \\| `layer`")
+    bn_warmup: bool | None = key("BatchNorm statistics refreshed before scoring")
+    num_prunable: int | None = key("number of prunable weights")
+    layer_density: dict[str, float] | None = key("{param_name: kept fraction}")
+    collapsed_layers: list[str] | None = key("layers with every weight pruned")
+    mask_checksum: str | None = key("sha256 of the masks (every rank of a distributed run checks it)")
+    cache_hit: bool | None = key("scores came from the score cache (then `score_seconds` is 0: no scoring "
+                                 "ran)")
+    score_seconds: float | None = key("scoring time")
+    warmup_seconds: float | None = key("BN warmup time")
+    train_seconds: float | None = key("training time (of this attempt)")
+    test_acc: float | None = key("final test accuracy, in [0, 1]")
+    test_loss: float | None = key("final test loss")
+    history: list[dict] | None = key("per epoch: `epoch`, `train_loss`, `train_acc`, `test_loss`, `test_acc`, "
+                                     "`lr`")
+    resumed_after_epoch: int | None = key("epoch whose checkpoint the run resumed from (null = not resumed)")
+    world_size: int | None = key("number of processes that trained the run")
+    error: str | None = key("`<exception type>: <message>` of a failed or interrupted run")
+    traceback: str | None = key("its traceback")
+    run_dir: str | None = key("the run directory")
+    run_name: str | None = key("its path below `runs/` (also the W&B run name)")
+    pai_version: str | None = key("version of pai that wrote the file")
+    wandb_group: str | None = key("W&B group (`experiment_name`, else `<dataset>-<model>-<launch>`)")
+    skipped: bool = key("true only in what `pai.run.run` returns for a run it did not train (finished before, "
+                        "or `busy`: another job is running it)", False)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # keys of a newer schema, kept as read
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """The documented keys, in results.json order."""
+        return tuple(f.name for f in fields(cls) if f.name != "extra")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RunResult:
+        """A validated RunResult from parsed JSON; ResultsError (with the reason) when it does not fit."""
+        if not isinstance(data, dict):
+            raise ResultsError(f"top level is {type(data).__name__}, not an object")
+        known = set(cls.keys())
+        result = cls(**{"schema_version": 0, **{k: v for k, v in data.items() if k in known}})
+        result.extra = {k: v for k, v in data.items() if k not in known}
+        result.validate()
+        return result
+
+    def update(self, values: Mapping[str, Any]) -> RunResult:
+        """Set the fields named in `values`; any other key lands in `extra` (and is written too)."""
+        known = set(self.keys())
+        for name, value in values.items():
+            if name in known:
+                setattr(self, name, value)
+            else:
+                self.extra[name] = value
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """results.json's content: every key in schema order, then the extra ones."""
+        return {**{name: getattr(self, name) for name in self.keys()}, **self.extra}
+
+    def summary(self) -> dict[str, Any]:
+        """The scalars (W&B run summary): everything but the per-epoch/per-layer lists and the traceback."""
+        return {k: v for k, v in self.to_dict().items()
+                if k != "traceback" and not isinstance(v, dict | list | tuple)}
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "done"
+
+    def validate(self) -> None:
+        hints = _hints()
+        for name in self.keys():
+            value = getattr(self, name)
+            if not _conforms(value, hints[name]):
+                raise ResultsError(f"{name}: {_short(value)} is not {_type_name(hints[name])}")
+        if self.status not in STATUSES:
+            raise ResultsError(f"status: {self.status!r} is not one of {', '.join(RESULTS_STATUSES)}")
+        if self.status == "done":
+            missing = [k for k in REQUIRED_DONE if getattr(self, k) is None]
+            if missing:
+                raise ResultsError(f"status done but {', '.join(missing)} missing or null")
+            # A percentage or NaN here would silently skew every mean it enters.
+            if self.test_acc is None or not 0.0 <= self.test_acc <= 1.0:
+                raise ResultsError(f"test_acc: {self.test_acc!r} is not in [0, 1]")
+
+    @classmethod
+    def keys_markdown(cls) -> str:
+        """README's table of results.json keys (`python -m pai.results` prints it)."""
+        hints = _hints()
+        rows = [f"| `{f.name}` | {_type_name(hints[f.name])} | {f.metadata['doc']} |"
+                for f in fields(cls) if f.name != "extra"]
+        return "\n".join(["| key | type | meaning |", "|---|---|---|", *rows])
+
+
+@functools.cache
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(RunResult)
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_conforms(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is Any:
+        return True
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:  # JSON writes 1.0 as 1.0 but a hand-written 1 is an int: both are numbers
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is dict:
+        return isinstance(value, dict) and all(_conforms(k, args[0]) and _conforms(v, args[1])
+                                               for k, v in value.items())
+    if origin is list:
+        return isinstance(value, list) and all(_conforms(v, args[0]) for v in value)
+    if hint in (dict, list):
+        return isinstance(value, hint)
+    raise TypeError(f"RunResult: no check for the type {hint!r}")
+
+
+def _type_name(hint: Any) -> str:
+    """`int or null`, `dict[str, float] or null`: a type as the README table and error messages show it."""
+    union = typing.get_origin(hint) in (types.UnionType, typing.Union)
+    return " or ".join("null" if a is type(None) else a.__name__ if isinstance(a, type) else str(a)
+                       for a in (typing.get_args(hint) if union else (hint,)))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def write_results(path: Path, result: RunResult) -> None:
+    """Validate and write atomically: a reader never sees half a file or one that does not fit the schema."""
+    result.validate()
+    write_json(path, result.to_dict())
+
+
+def parse_results(path: Path) -> RunResult:
+    """The RunResult in `path`; OSError when it cannot be read, ResultsError when it is not a valid one."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"not JSON: {exc}") from exc
+    return RunResult.from_dict(data)
+
+
+def read_results(path: Path) -> RunResult | None:
+    """A run's own results.json, verified: None when there is none, or when it does not fit the schema (then it
+    is set aside as `results.json.corrupt-<time>` with a warning, and the run is run again)."""
+    try:
+        return parse_results(path)
+    except FileNotFoundError:
         return None
+    except (OSError, ResultsError) as exc:
+        set_aside(path, f"not a valid results.json ({exc}); the run is run again")
+        return None
+
+
+if __name__ == "__main__":  # README's key table: python -m pai.results
+    print(RunResult.keys_markdown())

@@ -22,7 +22,7 @@ from pai.pruning.mask_calculator import Masks, check_sparsity
 from pai.pruning.masks import achieved_sparsity, apply_masks, collapsed_layers, layer_density, prunable_weights
 from pai.pruning.options import PruneOptions
 from pai.pruning.pipeline import score_and_mask
-from pai.results import RunPaths, read_results, run_paths, write_results
+from pai.results import RunPaths, RunResult, read_results, run_paths, write_results
 from pai.seeding import seed_everything
 from pai.tracking import Tracker, run_config
 from pai.train.loop import train
@@ -47,6 +47,7 @@ def build_model(cfg: DictConfig, data) -> torch.nn.Module:
 
 def run(cfg: DictConfig) -> dict:
     """Carry one configuration from data to results; a finished run is skipped, an interrupted one resumes.
+    Returns the run's `RunResult.to_dict()` (what its results.json holds).
 
     Under torchrun or in a multi-task SLURM job (train.distributed=auto) every process calls this: they join one
     process group, rank 0 decides skip/resume and scores, and all ranks train the model data-parallel.
@@ -73,12 +74,12 @@ def _run(cfg: DictConfig, options: PruneOptions, criterion: Criterion, recipe: R
     main = distributed.is_main()  # rank 0 alone writes results.json, checkpoints and W&B
     tracker = build(cfg.logger, "logger") if main else Tracker()
     lock = paths.try_lock() if main else None
-    decision: tuple[str, dict | str | None] = ("run", None)
+    decision: tuple[str, RunResult | str | None] = ("run", None)
     if main:
-        previous = read_results(paths.results)
         if lock is None:  # another job is running this very config right now: do not train it twice
-            decision = ("busy", (paths.dir / ".lock").read_text().strip())
-        elif previous and previous.get("status") == "done":
+            decision = ("busy", paths.lock.read_text().strip())
+        # Read (and, if invalid, set aside) only under the lock: a finished run is skipped, anything else reruns.
+        elif (previous := read_results(paths.results)) is not None and previous.finished:
             lock.close()
             decision = ("done", previous)
     # Every rank follows rank 0's decision; the broadcast is also the barrier after which all ranks may read
@@ -86,32 +87,32 @@ def _run(cfg: DictConfig, options: PruneOptions, criterion: Criterion, recipe: R
     decision = distributed.broadcast_object(decision, "the skip/resume decision")
     if decision[0] == "busy":
         log.warning("skipping run %s: another job is running it (%s)", paths.dir, decision[1])
-        return {**paths.identity(cfg, criterion), "status": "busy", "skipped": True, "test_acc": None}
+        return RunResult(**paths.identity(cfg, criterion), status="busy", skipped=True).to_dict()
     if decision[0] == "done":
-        previous = cast(dict, decision[1])
-        log.info("skipping finished run %s (test_acc %.4f)", paths.dir, previous["test_acc"])
-        return {**previous, "skipped": True}
-    results = {**paths.identity(cfg, criterion), "sparsity": sparsity, "status": "running",
-               "world_size": distributed.world_size()}
+        previous = cast(RunResult, decision[1])
+        log.info("skipping finished run %s (test_acc %.4f)", paths.dir, previous.test_acc)
+        return {**previous.to_dict(), "skipped": True}
+    result = RunResult(**paths.identity(cfg, criterion), sparsity=sparsity, world_size=distributed.world_size())
     failed = True
     try:
         tracker.start(name=paths.name, config=run_config(cfg, criterion.prunes), group=paths.group,
                       job_type=cfg.get("label") or criterion.name)
-        results.update(_pipeline(cfg, options, criterion, recipe, sparsity, device, paths, tracker))
-        results["status"] = "done"
+        result.update(_pipeline(cfg, options, criterion, recipe, sparsity, device, paths, tracker))
+        result.status = "done"
         if main:
-            write_results(paths.results, results)
-        tracker.summary(results)
+            write_results(paths.results, result)
+        tracker.summary(result)
         failed = False
-        return results
+        return result.to_dict()
     except BaseException as exc:
         # SystemExit/KeyboardInterrupt: preempted or stopped (submitit exits after requeueing); the rerun resumes
         status = "failed" if isinstance(exc, Exception) else "interrupted"
-        results.update(status=status, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        result.update({"status": status, "error": f"{type(exc).__name__}: {exc}",
+                       "traceback": traceback.format_exc()})
         if main:
-            write_results(paths.results, results)
+            write_results(paths.results, result)
         with contextlib.suppress(Exception):
-            tracker.summary(results)
+            tracker.summary(result)
         raise
     finally:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from enum import IntEnum
+from typing import cast
 
 import numpy as np
 import torch
@@ -52,7 +53,8 @@ def seed_everything(seed: int) -> None:
 def rng_state() -> dict:
     """Every generator's state as tensors and plain values (NumPy's key array as a list of ints), so a checkpoint
     that holds it loads with `torch.load(weights_only=True)`."""
-    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    legacy = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
+    name, keys, pos, has_gauss, cached_gaussian = legacy
     state = {"python": random.getstate(), "numpy": (name, keys.tolist(), pos, has_gauss, cached_gaussian),
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():

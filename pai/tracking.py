@@ -14,7 +14,8 @@ What a W&B run holds (README.md, "Weights & Biases"):
   count, …) and the `prune/layer_density` table (layer, density, collapsed);
 - at step = epoch (1, 2, …): the results.json `history` record of that epoch (train_loss, train_acc, test_loss,
   test_acc, lr, epoch);
-- summary: results.json without its per-epoch and per-layer lists (test_acc, status, error, timings, …);
+- summary: `RunResult.summary()`, results.json without its per-epoch and per-layer lists and the traceback
+  (test_acc, status, error, timings, …);
 - at the last epoch's step, once the run is done: `final/sparsity` (the sparsity the run used, 0 for the dense
   baseline) and `final/test_acc`, so that a W&B line plot over runs can draw accuracy against sparsity
   (`pai.report.wandb_report`).
@@ -36,9 +37,10 @@ from pai.build import resolved
 if TYPE_CHECKING:
     from wandb.sdk.wandb_run import Run
 
+    from pai.results import RunResult
+
 log = logging.getLogger(__name__)
 
-SUMMARY_SKIP = ("history", "layer_density", "traceback")
 FINAL_KEYS = ("final/sparsity", "final/test_acc")  # what the W&B report's accuracy-vs-sparsity lines read
 _PROCESS_START = time.strftime("%Y-%m-%d_%H-%M-%S")
 
@@ -97,7 +99,7 @@ class Tracker:
     def log_masks(self, layer_density: dict[str, float], collapsed: list[str]) -> None:
         pass
 
-    def summary(self, results: dict[str, Any]) -> None:
+    def summary(self, result: RunResult) -> None:
         pass
 
     def finish(self, failed: bool = False) -> None:
@@ -162,12 +164,12 @@ class WandbTracker(Tracker):
     def log_masks(self, layer_density: dict[str, float], collapsed: list[str]) -> None:
         self.log_pruning({"layer_density": layer_density, "collapsed_layers": collapsed})
 
-    def summary(self, results: dict[str, Any]) -> None:
-        if results.get("status") == "done" and results.get("test_acc") is not None:
+    def summary(self, result: RunResult) -> None:
+        if result.status == "done" and result.test_acc is not None:
             # Into the last epoch's step (still open, so merged with it): one point per run at x = sparsity.
-            self.run.log({"final/sparsity": float(results.get("sparsity") or 0.0),
-                          "final/test_acc": float(results["test_acc"])}, step=self._step)
-        self.run.summary.update({k: v for k, v in results.items() if k not in SUMMARY_SKIP})
+            self.run.log({"final/sparsity": float(result.sparsity or 0.0), "final/test_acc": float(result.test_acc)},
+                         step=self._step)
+        self.run.summary.update(result.summary())
 
     def finish(self, failed: bool = False) -> None:
         run, self._run = self._run, None  # forget the run even if finish() raises: the next start is fresh

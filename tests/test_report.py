@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from pai.report import CRITERION_ORDER, build_report
-from pai.report.plots import COLLAPSED_LABEL, density_figure
+from pai.report.plots import COLLAPSED_LABEL, density_figure, score_time_stats
 from pai.report.tables import GROUP_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,6 +172,37 @@ def test_plots_are_png_and_density_marks_collapse(report):
     assert marks[0].get_color() == "red"
     assert density_figure(runs, 0.9, "t").axes[0].lines  # other level: drawn, nothing marked
     assert not [ln for ln in density_figure(runs, 0.9, "t").axes[0].lines if ln.get_label() == COLLAPSED_LABEL]
+
+
+def test_score_time_leaves_out_cache_hits(tmp_path):
+    # Scores read from the cache record score_seconds 0 (no scoring ran): averaged in, they would halve the time.
+    root = tmp_path / "runs"
+    for seed, (seconds, hit) in enumerate([(6.0, False), (0.0, True), (0.0, True), (8.0, False)]):
+        write_run(root, pruner="hts", sparsity=0.9, seed=seed, test_acc=0.5, score_seconds=seconds, cache_hit=hit)
+    write_run(root, pruner="snip", sparsity=0.9, seed=0, test_acc=0.5, score_seconds=0.5)  # cache_hit not recorded
+    stats = score_time_stats(build_report(root)["runs"])
+    assert stats.loc["hts"].tolist() == [7.0, pytest.approx(2**0.5), 2] and stats.loc["snip", "count"] == 1
+
+
+def test_rebuild_from_runs_csv(report, tmp_path):
+    rebuilt = build_report(report["runs_csv"], tmp_path / "again")
+    pd.testing.assert_frame_equal(rebuilt["summary"], report["summary"], check_dtype=False)
+    def tables(markdown: str) -> str:  # between the title and the listings of failed / unreadable files
+        return markdown.split("\n", 1)[1].split("\n## Runs not done")[0]
+
+    assert tables(rebuilt["markdown"]) == tables(report["markdown"])
+    assert len(rebuilt["failed"]) == len(report["failed"]) == 1
+    plots = rebuilt["plots"]["cifar10-resnet18-global-nowarmup"]
+    assert set(plots) == {"accuracy", "score_time"}  # no per-layer densities in a runs.csv
+    assert any("density plot not rebuilt" in n for n in rebuilt["notes"])
+    # A runs.csv from before the cache_hit column: a pruned run's score_seconds of exactly 0 was a cache hit.
+    legacy = pd.read_csv(report["runs_csv"]).rename(columns={"cache_hit": "score_cached"})
+    legacy["score_cached"] = None
+    hit = legacy.index[legacy["pruner"] != "none"][0]
+    legacy.loc[hit, "score_seconds"] = 0.0  # the dense run's 0.0 (it never scores) is no hit
+    legacy.to_csv(tmp_path / "runs.csv", index=False)
+    runs = build_report(tmp_path / "runs.csv", tmp_path / "legacy")["runs"]
+    assert runs.index[runs["cache_hit"] == True].tolist() == [hit]  # noqa: E712
 
 
 def test_mixed_sweep_and_labels(tmp_path):

@@ -11,14 +11,10 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from pai.errors import PaiConfigError
+from pai.results import SCHEMA_VERSION, RunResult
 from pai.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
-KEYS = {
-    "config_hash", "dataset", "model", "pruner", "seed", "sparsity", "sparsity_achieved", "scope", "bn_warmup",
-    "test_acc", "test_loss", "layer_density", "collapsed_layers", "score_seconds", "warmup_seconds",
-    "train_seconds", "history", "status",
-}
 
 
 def make_cfg(out_root: Path, *overrides: str):
@@ -31,9 +27,11 @@ def make_cfg(out_root: Path, *overrides: str):
 
 def test_run_writes_results_and_reproduces(tmp_path):
     res = run(make_cfg(tmp_path / "a", "pruner=magnitude", "sparsity=0.8"))
-    assert KEYS <= set(res) and res["status"] == "done"
-    saved = json.loads(Path(res["run_dir"], "results.json").read_text())
-    assert saved["test_acc"] == res["test_acc"] and 0 <= res["test_acc"] <= 1
+    assert res["status"] == "done"
+    saved = RunResult.from_dict(json.loads(Path(res["run_dir"], "results.json").read_text()))  # fits the schema
+    assert saved.extra == {}, "every key a run writes is a RunResult field (and so in the README's table)"
+    assert saved.to_dict() == res and 0 <= res["test_acc"] <= 1 and saved.schema_version == SCHEMA_VERSION
+    assert saved.cache_hit is False and saved.score_seconds > 0
     total = 68_786 - 32 * 10 - 10  # ResNet-20 width 0.5: all parameters minus the classifier...
     n_prunable = res["num_prunable"]
     assert n_prunable < total  # ...minus BN and biases too

@@ -5,19 +5,20 @@ a W&B Report.
                                   [--wandb-mode offline|online] [--project pai] [--entity E] [--group NAME]
                                   [--wandb-dir DIR]
 
-Every `results.json` below RUNS_DIR (recursive) is read; the output goes to `--out`, default `RUNS_DIR/report`
-(`report.md`, `summary.csv`, `runs.csv`, `tables/<group>.md|csv`, `plots/<group>_*.png`, and
-`wandb_report.json` with `--wandb-report`). `--wandb` logs them to one W&B run (`pai.report.wandb_export`;
-its files go to `$WANDB_DIR/wandb/`, else `<out_root>/wandb/` beside the runs' own); `--wandb-report` also
-builds the W&B Report (`pai.report.wandb_report`). A group is one (dataset, model, scope, bn_warmup) — scope
-is part of the key so that global and layer-wise masks are never pooled. Exit code 2 with one line on stderr
-when RUNS_DIR is missing, holds no results.json or no finished run; corrupt files and runs not `done` are
-listed in report.md, never fatal.
+Every `results.json` below RUNS_DIR (recursive) is read and validated against `pai.results.RunResult` (RUNS_DIR
+may instead be the runs.csv of an earlier report: everything but the density plots is rebuilt from it); the
+output goes to `--out`, default `RUNS_DIR/report` (`report.md`, `summary.csv`, `runs.csv`,
+`tables/<group>.md|csv`, `plots/<group>_*.png`, and `wandb_report.json` with `--wandb-report`). `--wandb` logs
+them to one W&B run (`pai.report.wandb_export`; its files go to `$WANDB_DIR/wandb/`, else `<out_root>/wandb/`
+beside the runs' own); `--wandb-report` also builds the W&B Report (`pai.report.wandb_report`). A group is one
+(dataset, model, scope, bn_warmup) — scope is part of the key so that global and layer-wise masks are never
+pooled. Exit code 2 with one line on stderr when RUNS_DIR is missing, holds no results.json or no finished run;
+corrupt files and runs not `done` are listed in report.md, never fatal.
 
 Runs DataFrame (`build_report(...)["runs"]`, `load_runs`): one row per readable results.json, any status.
   path (str)              the results.json file
   run_dir (str)           results' `run_dir`, else the file's directory
-  status (str)            done | failed | running | unknown (missing key)
+  status (str)            done | failed | interrupted | running (also when the key is absent)
   error (str|None)        failure message of a failed run
   config_hash (str|None)  hash of the resolved config
   dataset, model (str)
@@ -33,7 +34,7 @@ Runs DataFrame (`build_report(...)["runs"]`, `load_runs`): one row per readable 
   test_loss, score_seconds, warmup_seconds, train_seconds (float, NaN when absent)
   epochs (int)            len(history)
   n_collapsed (int), collapsed_layers (list[str]), layer_density (dict[str, float]), history (list[dict])
-  score_cached (bool|None) optional: true = scores came from the cache (left out of the timing plot)
+  cache_hit (bool|None)    true = scores came from the cache (left out of the scoring-time plot)
   wandb_group (str|None)  optional: the sweep's W&B group
 Unreadable DataFrame: path, reason.  Not-done DataFrame: path, status, error.
 

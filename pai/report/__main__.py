@@ -21,7 +21,8 @@ def _sparsity(text: str) -> float:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=PROG, description="Tables and plots from a directory of pai runs.")
-    p.add_argument("runs_dir", metavar="RUNS_DIR", help="directory searched recursively for results.json")
+    p.add_argument("runs_dir", metavar="RUNS_DIR", help="directory searched recursively for results.json, or the "
+                   "runs.csv of an earlier report (rebuilds its tables and plots, but not the density plots)")
     p.add_argument("--out", default=None, help="output directory (default: RUNS_DIR/report)")
     p.add_argument("--sparsity", type=_sparsity, default=None,
                    help="sparsity of the per-layer density plot (default: the highest one present)")

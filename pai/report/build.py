@@ -19,8 +19,10 @@ LEGEND = (
 
 
 def default_out_dir(runs_dir: str | Path) -> Path:
-    """`RUNS_DIR/report`: next to the data it summarises, and never picked up as a run (no results.json)."""
-    return Path(runs_dir) / "report"
+    """`RUNS_DIR/report`: next to the data it summarises, and never picked up as a run (no results.json); for a
+    runs.csv, the report folder it came from."""
+    runs_dir = Path(runs_dir)
+    return runs_dir.parent if runs_dir.suffix == ".csv" else runs_dir / "report"
 
 
 def _title(key: tuple) -> str:
@@ -109,7 +111,9 @@ def _plots(done: pd.DataFrame, summary: pd.DataFrame, key: tuple, name: str, out
     written = {"accuracy": plots.save(plots.accuracy_figure(summary, title), out / f"{name}_accuracy.png")}
     levels = sorted(runs.loc[runs["pruner"] != "none", "sparsity"].unique())
     level = sparsity if sparsity is not None else (levels[-1] if levels else None)
-    if level is not None:
+    if level is not None and not runs["layer_density"].map(bool).any():
+        notes.append(f"{title}: no per-layer densities in the source (a runs.csv); density plot not rebuilt")
+    elif level is not None:
         fig = plots.density_figure(runs, level, title)
         if fig is None:
             notes.append(f"{title}: no pruned run at sparsity {level:g} (present: "

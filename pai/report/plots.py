@@ -101,25 +101,31 @@ def density_figure(runs: pd.DataFrame, sparsity: float, title: str) -> Figure | 
     return fig
 
 
-def score_time_figure(runs: pd.DataFrame, title: str) -> Figure | None:
-    """Mean scoring time per criterion (bars, ±std over runs); None when no pruned run reports one.
+def score_time_stats(runs: pd.DataFrame) -> pd.DataFrame:
+    """Scoring time per criterion (mean, std, count over the pruned runs that scored), in criterion order.
 
-    Runs that report `score_cached: true` (scores loaded from the cache) are left out of the mean.
+    Runs whose scores came from the cache (`cache_hit`: no scoring ran, score_seconds 0) are left out: they
+    would pull every mean toward 0.
     """
-    d = runs[(runs["pruner"] != DENSE) & runs["score_seconds"].notna()]
-    if "score_cached" in d:
-        d = d[d["score_cached"] != True]  # noqa: E712 — the column may hold None/NaN as well as bools
-    if d.empty:
+    scored = ~runs["cache_hit"].eq(True)  # None/NaN (not recorded) counts as scored
+    d = runs[(runs["pruner"] != DENSE) & runs["score_seconds"].notna() & scored]
+    return d.groupby("criterion")["score_seconds"].agg(["mean", "std", "count"]).reindex(criterion_order(d))
+
+
+def score_time_figure(runs: pd.DataFrame, title: str) -> Figure | None:
+    """Mean scoring time per criterion (bars, ±std over runs that scored, cache hits left out); None when no
+    pruned run scored."""
+    stats = score_time_stats(runs)
+    if stats.empty:
         return None
-    names = criterion_order(d)
-    stats = d.groupby("criterion")["score_seconds"].agg(["mean", "std", "count"]).reindex(names)
+    names = list(stats.index)
     fig = Figure(figsize=(max(6.0, 0.6 * len(names) + 2), 4.2), layout="constrained")
     ax = fig.add_subplot()
     colors = _colors(names)
     ax.bar(range(len(names)), stats["mean"], yerr=stats["std"].fillna(0.0), capsize=3,
            color=[colors[n] for n in names])
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_ylabel("scoring time (s, mean over runs)")
+    ax.set_ylabel("scoring time (s, mean over runs that scored)")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     return fig
