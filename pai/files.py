@@ -116,6 +116,12 @@ def write_json(path: str | Path, obj: Any) -> None:
         json.dump(obj, f, indent=2, default=str)
 
 
+def brief(exc: BaseException) -> str:
+    """`<type>: <first sentence of the message>`, for a one-line warning about a file that could not be read."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0].split('. ')[0][:160] if lines else ''}".rstrip(": ")
+
+
 def set_aside(path: str | Path, reason: str) -> Path | None:
     """Rename a file that failed its check to `<name>.corrupt-<UTC time>` beside it and warn with its path and
     the reason. Returns the new path, or None when the file is already gone (another process set it aside)."""

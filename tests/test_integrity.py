@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from test_criteria_common import one_thread  # noqa: F401 (autouse fixture)
 
 from pai.pruning.masks import prunable_weights
+from pai.pruning.options import PruneOptions
 from pai.pruning.pipeline import score_and_mask
 from pai.results import read_results
 from pai.run import run
@@ -145,8 +146,8 @@ def _score(cfg):
     torch.manual_seed(cfg.seed)
     model = instantiate(cfg.model)
     names = list(prunable_weights(model))
-    return score_and_mask(cfg, instantiate(cfg.pruner), model, instantiate(cfg.dataset), torch.device("cpu"),
-                          names, 0.8, warmup_batch_size=32)
+    return score_and_mask(cfg, PruneOptions.from_config(cfg.prune), instantiate(cfg.pruner), model,
+                          instantiate(cfg.dataset), torch.device("cpu"), names, 0.8, warmup_batch_size=32)
 
 
 @pytest.mark.parametrize("damage", ["zeros 4 KB", "random 4 KB", "tensor bytes"])

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from pai import files
 from pai.build import resolved
 from pai.digest import state_digest, tensor_digest
-from pai.files import atomic_open, set_aside
+from pai.files import atomic_open, brief, set_aside
 from pai.pruning.criteria.base import Criterion
 from pai.pruning.options import PruneOptions
 
@@ -110,7 +110,7 @@ class ScoreCache:
         try:
             entry = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            return None, f"unreadable: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            return None, f"unreadable: {brief(exc)}"
         if not isinstance(entry, dict) or not isinstance(entry.get("scores"), dict):
             return None, "no scores in it"
         digest = entry.pop(DIGEST, None)

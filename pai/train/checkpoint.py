@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from pai.digest import state_digest
-from pai.files import atomic_open, set_aside
+from pai.files import atomic_open, brief, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        return None, f"unreadable: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        return None, f"unreadable: {brief(exc)}"
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         return None, "no model state in it"
     digest = state.pop(DIGEST, None)
