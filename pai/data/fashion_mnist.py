@@ -5,7 +5,6 @@ download by torchvision."""
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from torchvision.datasets import FashionMNIST
 
 from pai.data.base import missing, socket_timeout
 from pai.data.tensor_data import TensorImageData, checked_tensor_data
+from pai.files import atomic_open
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 IDX_FILES = (
@@ -42,11 +42,9 @@ def _fill_raw_from(source: Path, raw: Path) -> bool:
             return False
     for fname in todo:
         plain, gz = source / fname, source / f"{fname}.gz"
-        raw.mkdir(parents=True, exist_ok=True)
-        tmp = raw / f".{fname}.tmp{os.getpid()}"
-        with (gzip.open(gz, "rb") if gz.is_file() else open(plain, "rb")) as src, open(tmp, "wb") as dst:
+        with (gzip.open(gz, "rb") if gz.is_file() else open(plain, "rb")) as src, \
+                atomic_open(raw / fname, "wb") as dst:
             shutil.copyfileobj(src, dst, length=1 << 20)
-        os.replace(tmp, raw / fname)
     return True
 
 

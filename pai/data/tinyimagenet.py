@@ -18,6 +18,7 @@ from PIL import Image
 from pai.data.base import as_floats, check_matches, missing, socket_timeout
 from pai.data.tensor_data import TensorImageData
 from pai.errors import PaiConfigError
+from pai.files import atomic_open
 
 FOLDER = "tiny-imagenet-200"
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -116,12 +117,11 @@ def load_arrays(
         if not _tree_complete(folder):
             raise missing(name, folder, f"the archive from {url} did not contain {FOLDER}/; {how}", downloadable=False)
     data = read_tree(folder)
-    tmp = cache.with_name(f".{cache.name}.tmp{os.getpid()}")
-    try:
-        torch.save(data, tmp)
-        os.replace(tmp, cache)  # atomic: a concurrent or interrupted run never sees half a cache file
+    try:  # atomic: a concurrent or interrupted run never sees half a cache file
+        with atomic_open(cache, "wb") as f:
+            torch.save(data, f)
     except OSError:
-        tmp.unlink(missing_ok=True)  # a read-only data root only costs the re-decode next time
+        pass  # a read-only data root only costs the re-decode next time
     return data
 
 
