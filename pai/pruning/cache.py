@@ -27,14 +27,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from pai import files
 from pai.build import resolved
-from pai.digest import state_digest, tensor_digest
-from pai.files import atomic_open, brief, set_aside
+from pai.digest import load_checked, save_checked, tensor_digest
 from pai.pruning.criteria.base import Criterion
 from pai.pruning.options import PruneOptions
 
@@ -42,7 +40,6 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 4  # bump when the scoring code changes what a criterion returns (2: random's stream order;
 # 3: GraSP and the Hutchinson criteria differentiate every trainable parameter by default) or the entry format
 # changes (4: entries carry a content digest)
-DIGEST = "digest"  # the key of an entry's content digest
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -93,43 +90,21 @@ class ScoreCache:
             yield  # closing the file releases the lock, also when the body raises
 
     def load(self, identity: dict) -> dict | None:
-        """{"scores": ..., "buffers": ... | None} on CPU, or None: missing, or failing a check (unreadable, not
-        this identity's entry, content not matching its digest), in which case the file is set aside as
+        """{"scores": ..., "buffers": ... | None} on CPU, or None: missing, or failing a check (unreadable, content
+        not matching its digest, not this identity's entry), in which case the file is set aside as
         `<key>.pt.corrupt-<time>` with a warning and the caller scores again."""
-        path = self.path(identity)
-        if not path.is_file():
-            return None
-        entry, problem = self._read(path, identity)
-        if problem is not None:
-            set_aside(path, f"not a usable score cache entry ({problem}); scoring again")
-            return None
-        return entry
-
-    @staticmethod
-    def _read(path: Path, identity: dict) -> tuple[dict | None, str | None]:
-        try:
-            entry = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            return None, f"unreadable: {brief(exc)}"
-        if not isinstance(entry, dict) or not isinstance(entry.get("scores"), dict):
-            return None, "no scores in it"
-        digest = entry.pop(DIGEST, None)
-        if digest is None or state_digest(entry) != digest:
-            return None, "its content does not match its digest" if digest else "it carries no content digest"
-        if entry.get("identity") != _identity_text(identity):
-            return None, "it holds the scores of another configuration"
-        return entry, None
+        text = _identity_text(identity)
+        return load_checked(self.path(identity), "score cache entry", "scoring again", required="scores",
+                            check=lambda entry: None if entry.get("identity") == text
+                            else "it holds the scores of another configuration")
 
     def save(self, identity: dict, scores: dict[str, Tensor], buffers: dict[str, Tensor] | None) -> Path:
         path = self.path(identity)
-        entry = {
+        save_checked({
             "identity": _identity_text(identity),
             "scores": {n: s.detach().cpu() for n, s in scores.items()},
             "buffers": None if buffers is None else {n: b.detach().cpu() for n, b in buffers.items()},
-        }
-        entry[DIGEST] = state_digest(entry)
-        with atomic_open(path, "wb") as f:
-            torch.save(entry, f)
+        }, path)
         return path
 
 

@@ -10,18 +10,12 @@ from garbage.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pai.digest import state_digest
-from pai.files import atomic_open, brief, set_aside
-
-log = logging.getLogger(__name__)
-
-DIGEST = "digest"  # the key of the content digest inside a checkpoint
+from pai.digest import load_checked, save_checked
 
 
 def _to_cpu(obj: Any) -> Any:
@@ -41,39 +35,16 @@ def _to_cpu(obj: Any) -> Any:
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Atomically write `state` plus its content digest (tensors moved to the CPU once, for both)."""
-    state = _to_cpu(state)
-    state[DIGEST] = state_digest(state)
-    with atomic_open(path, "wb") as f:
-        torch.save(state, f)
+    save_checked(_to_cpu(state), path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any] | None:
     """The verified checkpoint at `path` (without its digest), or None when there is none or it failed a check
     (then it has been set aside)."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    state, problem = _read(path)
-    if problem is not None:
-        set_aside(path, f"not a usable checkpoint ({problem}); the run starts over")
-        return None
-    return state
+    return load_checked(path, "checkpoint", "the run starts over", required="model", check=_finite_model)
 
 
-def _read(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        return None, f"unreadable: {brief(exc)}"
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        return None, "no model state in it"
-    digest = state.pop(DIGEST, None)
-    if digest is None:
-        return None, "it carries no content digest"
-    if state_digest(state) != digest:
-        return None, "its content does not match its digest"
+def _finite_model(state: dict[str, Any]) -> str | None:
     bad = [name for name, t in state["model"].items()
            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if bad:
-        return None, f"non-finite values in {', '.join(bad[:3])}{' …' if len(bad) > 3 else ''}"
-    return state, None
+    return f"non-finite values in {', '.join(bad[:3])}{' …' if len(bad) > 3 else ''}" if bad else None
