@@ -24,13 +24,14 @@ class PruneOptions:
     bn_warmup: bool = False  # refresh BN running statistics before scoring
     prune_classifier: bool = False  # also prune the final Linear layer
     rounds: int | None = None  # scoring rounds; None = the criterion's default
-    schedule: str = "exponential"  # sparsity schedule between rounds
+    schedule: str | None = None  # sparsity schedule between rounds; None = the criterion's default
     invert: bool = False  # keep the lowest scores instead
     cache: bool = True  # reuse single-round scores across sparsities
 
     def __post_init__(self) -> None:
         _one_of("scope", self.scope, SCOPES)
-        _one_of("schedule", self.schedule, SCHEDULES)
+        if self.schedule is not None:
+            _one_of("schedule", self.schedule, SCHEDULES)
         for key in ("augment", "bn_warmup", "prune_classifier", "invert", "cache"):
             if not isinstance(getattr(self, key), bool):
                 raise PaiConfigError(f"prune.{key}={getattr(self, key)!r} must be true or false")
@@ -51,6 +52,11 @@ class PruneOptions:
     def rounds_for(self, default_rounds: int) -> int:
         """Scoring rounds: `rounds` when set, else the criterion's default (1; SynFlow 100)."""
         return self.rounds if self.rounds is not None else default_rounds
+
+    def schedule_for(self, default_schedule: str) -> str:
+        """Sparsity schedule: `schedule` when set, else the criterion's default (exponential; synflow_seed:
+        seed_inverted)."""
+        return self.schedule if self.schedule is not None else default_schedule
 
 
 def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:

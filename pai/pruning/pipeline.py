@@ -54,7 +54,7 @@ def score_and_mask(cfg: DictConfig, options: PruneOptions, criterion: Criterion,
         t0 = time.perf_counter()
         if rounds > 1:
             masks = prune_masks(criterion, model, inputs, targets, names, sparsity, options.scope, rounds,
-                                options.schedule, options.invert)
+                                options.schedule_for(criterion.default_schedule), options.invert)
         else:
             scores = checked_scores(criterion, model, inputs, targets, names)
             if cache:

@@ -24,6 +24,7 @@ class Criterion:
     data_free: bool = False  # uses only the input shape of the scoring samples
     prunes: bool = True  # False for the dense baseline
     default_rounds: int = 1  # scoring rounds when prune.rounds is null
+    default_schedule: str = "exponential"  # sparsity schedule when prune.schedule is null
 
     def score(self, model: nn.Module, inputs: Tensor, targets: Tensor) -> Scores:
         raise NotImplementedError
