@@ -141,5 +141,10 @@ def test_schedules_end_at_the_target():
     exp = schedule_sparsities(0.99, 100, "exponential")
     assert exp[-1] == pytest.approx(0.99) and exp[0] == pytest.approx(1 - 0.01 ** 0.01)
     assert schedule_sparsities(0.9, 3, "linear") == pytest.approx([0.3, 0.6, 0.9])
+    # The reference code's defect (pruner=synflow_seed): the sparsity where the formula wants the density, so the
+    # rounds start near 1 and fall to the target.
+    inv = schedule_sparsities(0.9, 100, "seed_inverted")
+    assert inv[0] == pytest.approx(0.9 ** 0.01) and inv[-1] == pytest.approx(0.9) and inv == sorted(inv, reverse=True)
+    assert schedule_sparsities(0.9, 4, "seed_inverted_linear") == pytest.approx([0.975, 0.95, 0.925, 0.9])
     with pytest.raises(PaiConfigError, match="prune.schedule"):
         schedule_sparsities(0.9, 3, "cubic")

@@ -21,6 +21,26 @@ def test_the_default_node_is_valid_and_typed(tmp_path):
     options = PruneOptions.from_config(make_cfg(tmp_path).prune)
     assert options == PruneOptions()
     assert options.rounds_for(100) == 100 and PruneOptions(rounds=3).rounds_for(100) == 3
+    assert options.schedule is None and options.schedule_for("seed_inverted") == "seed_inverted"
+    assert PruneOptions(schedule="linear").schedule_for("seed_inverted") == "linear"
+
+
+def test_a_null_schedule_hashes_as_the_schedule_that_runs(tmp_path):
+    """prune.schedule: null stands for the criterion's default, so runs from when the node said `exponential`
+    keep their directories, and the seed-schedule variant hashes as seed_inverted."""
+    from hydra.utils import instantiate
+
+    from pai.results import config_hash
+
+    def hashed(*overrides: str) -> str:
+        cfg = make_cfg(tmp_path, *overrides)
+        return config_hash(cfg, instantiate(cfg.pruner))
+
+    assert hashed("pruner=synflow") == hashed("pruner=synflow", "prune.schedule=exponential")
+    assert hashed("pruner=snip") == hashed("pruner=snip", "prune.schedule=exponential")
+    assert hashed("pruner=synflow") != hashed("pruner=synflow", "prune.schedule=linear")
+    assert hashed("pruner=synflow_seed") == hashed("pruner=synflow_seed", "prune.schedule=seed_inverted")
+    assert hashed("pruner=synflow_seed") != hashed("pruner=synflow_seed", "prune.schedule=exponential")
 
 
 @pytest.mark.parametrize(
