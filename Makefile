@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.pai-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow lint report clean-demo fmnist-validation slurm-up slurm-down
+.PHONY: setup demo test test-slow lint report clean-demo fmnist-validation slurm-up slurm-down synflow-seed seed-departures
 
 setup: $(STAMP)
 
@@ -58,3 +58,15 @@ fmnist-validation: $(STAMP)
 	$(FMNIST) sparsity=0.9,0.995 prune.bn_warmup=false
 	$(PY) -m pai.report $(FMNIST_OUT)/runs --out docs/results/fashion_mnist/report
 	$(PY) -m pai.report $(FMNIST_OUT)/runs --out docs/results/fashion_mnist/report --sparsity 0.98  # + density at 0.98
+
+# SynFlow vs the reference code's inverted schedule (pruner=synflow_seed), docs/results/fashion_mnist/synflow_seed.md:
+# the validation model and recipe without BN warmup, sparsity 0.9/0.98 x 5 seeds (20 runs), then the table.
+SYNFLOW_SEED_OUT ?= outputs/synflow_seed
+synflow-seed: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) launch.py -m experiment=fmnist_validation pruner=synflow,synflow_seed \
+		sparsity=0.9,0.98 seed=0,42,123,1,2 prune.bn_warmup=false logger=none out_root=$(SYNFLOW_SEED_OUT)
+	$(PY) benchmarks/synflow_seed_study.py $(SYNFLOW_SEED_OUT)/runs --out docs/results/fashion_mnist
+
+# docs/departures.md's measured effects on masks (a few minutes of one thread).
+seed-departures: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/seed_departures.py --out benchmarks/results/seed_departures.md
