@@ -9,8 +9,9 @@ import pandas as pd
 
 DENSE = "none"
 CRITERION_ORDER = (
-    "none", "random", "magnitude", "grad_norm", "snip", "grasp", "grasp_reference", "synflow", "fisher_diag",
-    "fisher_pruner", "fts", "hutch_diag", "hutch_pruning", "hts", "ggn_diag", "obd", "ggn_taylor", "fisher_mc",
+    "none", "random", "magnitude", "grad_norm", "snip", "grasp", "grasp_reference", "synflow", "synflow_seed",
+    "fisher_diag", "fisher_pruner", "fts", "hutch_diag", "hutch_pruning", "hts", "ggn_diag", "obd", "ggn_taylor",
+    "fisher_mc",
 )
 # One table (and one set of plots) per value of these. `scope` is in the key because pooling global- and
 # layer-wise masks into one cell would average two different experiments.
