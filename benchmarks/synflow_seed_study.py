@@ -55,9 +55,9 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
         mean, lo, hi = interval(g["test_acc"])
         best, best_lo, best_hi = interval(g["best_epoch_test_acc"])
         rows.append({
-            "criterion": pruner, "sparsity": sparsity, "seeds": len(g),
+            "criterion": pruner, "sparsity": sparsity, "n": len(g), "seeds": " ".join(map(str, g["seed"])),
             "test acc % (95 % CI)": f"{mean:.2f} [{lo:.2f}, {hi:.2f}]",
-            "collapsed layers (of 21), per seed": " ".join(str(c) for c in g["collapsed_layers"]),
+            "collapsed layers of 21, per seed": " ".join(str(c) for c in g["collapsed_layers"]),
             "best-epoch test acc % (95 % CI)": f"{best:.2f} [{best_lo:.2f}, {best_hi:.2f}]",
         })
     return pd.DataFrame(rows)
@@ -78,6 +78,17 @@ def paired(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def selection_gap(runs: pd.DataFrame) -> pd.DataFrame:
+    """What picking the epoch on the test set adds: best-epoch minus final test accuracy, per criterion."""
+    rows = []
+    for pruner, g in runs.groupby("pruner"):
+        gap = g["best_epoch_test_acc"] - g["test_acc"]
+        mean, lo, hi = interval(gap)
+        rows.append({"criterion": pruner, "runs": len(g), "earlier epoch better": int((gap > 0).sum()),
+                     "best-epoch − final test acc, points (95 % CI)": f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"})
+    return pd.DataFrame(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", type=Path, help="a runs directory (…/runs)")
@@ -87,6 +98,7 @@ def main() -> None:
     text = "\n\n".join([
         summary(runs).to_markdown(index=False),
         paired(runs).to_markdown(index=False),
+        selection_gap(runs).to_markdown(index=False),
     ])
     print(text)
     if args.out:
