@@ -29,7 +29,8 @@ def load_runs(runs_dir: Path) -> pd.DataFrame:
             continue
         rows.append({
             "pruner": r["pruner"], "sparsity": float(r["sparsity"]), "seed": int(r["seed"]),
-            "test_acc": 100 * r["test_acc"], "best_epoch_test_acc": 100 * max(h["test_acc"] for h in r["history"]),
+            "test_acc": round(100 * r["test_acc"], 2),
+            "best_epoch_test_acc": round(100 * max(h["test_acc"] for h in r["history"]), 2),
             "collapsed_layers": len(r["collapsed_layers"]), "layers": len(r["layer_density"]),
             "collapsed": " ".join(n.removesuffix(".weight") for n in r["collapsed_layers"]),
             "sparsity_achieved": r["sparsity_achieved"], "run": r["run_name"],
