@@ -11,10 +11,11 @@ are re-derived from its description, not imported:
 - SynFlow schedule: pai's SynFlow (density d^(r/R), 100 rounds) vs `pruner=synflow_seed` (sparsity s^(r/R)),
   and vs an emulation of the whole reference loop (the inverted schedule, float32 scores, no memory of earlier
   rounds, k = max(int((1 − s)·n), 1), torch.topk among ties);
-- GraSP: the sign (keep the largest −θ ⊙ Hg), T = 1 instead of 200, and H g over every parameter instead of
-  the convolutions + classifier;
-- Hutchinson (HD, T = 200, 10 probes): Rademacher probes over every parameter instead of the convolutions +
-  classifier, beside the floor of two probe seeds over the same set;
+- GraSP: the sign (keep the largest −θ ⊙ Hg) and T = 1 instead of 200, both over every parameter (pai's
+  default `hessian_params: all`, the reference's set); and the convolutions + classifier (pai's set before that
+  knob) against every parameter;
+- Hutchinson (HD, T = 200, 10 probes, every parameter): another draw of the probes (pai draws them from its own
+  seeded stream, the reference from torch's global generator), and probes over the convolutions + classifier;
 - seeded vs unseeded scoring samples: another draw of the 100 samples (sample seed 1) for SNIP, FD, GN, HD;
 - name-based prunable selection (names without bias/linear/bn/fc): adds the shortcut BatchNorm weights;
 - SynFlow in float32 instead of float64, and with |BN running statistics| (after BN statistics from the first
@@ -43,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from pai.data import build_dataset  # noqa: E402
 from pai.pruning import apply_masks, collapsed_layers, layer_density, prunable_weights  # noqa: E402
-from pai.pruning.criteria.base import Criterion  # noqa: E402
+from pai.pruning.criteria.base import Criterion, hessian_parameters  # noqa: E402
 from pai.pruning.criteria.synflow import SeedSynFlow, SynFlow  # noqa: E402
 from pai.pruning.estimators import hessian_gradient_product, hutchinson  # noqa: E402
 from pai.pruning.mask_calculator import kept_count, select_masks  # noqa: E402
@@ -224,36 +225,41 @@ def measure(timings: dict[str, float]) -> tuple[list[dict], list[dict], list[str
                     absolute, plain, names, note=f"{negative:.0%} of running means < 0"))
 
     # GraSP --------------------------------------------------------------------------------------------------
-    scored = list(Criterion.weights(model))  # convolutions + classifier
-    every = [n for n, p in model.named_parameters() if p.requires_grad]
+    # pai's default parameter set is the reference's (`hessian_params: all`); `prunable_classifier` was pai's
+    # only set before that knob (docs/curvature-noise.md measures every set).
+    every = hessian_parameters(model, "all")
+    scored = hessian_parameters(model, "prunable_classifier")
 
     def grasp(names_hg: list[str], temperature: float) -> Scores:
         _, hg = clock("grasp", hessian_gradient_product, model, names_hg, x, y, temperature=temperature)
         params = dict(model.named_parameters())
         return {n: params[n].detach() * hg[n] for n in names}  # keep score θ ⊙ Hg (GraSP paper)
 
-    g200, g1 = grasp(scored, 200.0), grasp(scored, 1.0)
-    g1_all, g200_all = grasp(every, 1.0), grasp(every, 200.0)
+    g200, g1 = grasp(every, 200.0), grasp(every, 1.0)
+    g1_scored, g200_scored = grasp(scored, 1.0), grasp(scored, 200.0)
     paper = masks_of(g200, names)
     rows.append(row("GraSP sign", "keep largest −θ⊙Hg vs largest θ⊙Hg (T = 200)", masks_of(g200, names, True),
                     paper, names))
     rows.append(row("GraSP temperature", "T = 1 vs T = 200 (paper's sign)", masks_of(g1, names), paper, names))
-    rows.append(row("GraSP parameter set", "Hg over all parameters vs conv + classifier (T = 1, reference sign)",
-                    masks_of(g1_all, names, True), masks_of(g1, names, True), names))
-    rows.append(row("GraSP parameter set", "Hg over all parameters vs conv + classifier (T = 1, paper's sign)",
-                    masks_of(g1_all, names), masks_of(g1, names), names))
-    rows.append(row("GraSP parameter set", "Hg over all parameters vs conv + classifier (T = 200, paper's sign)",
-                    masks_of(g200_all, names), paper, names))
-    rows.append(row("GraSP, all three", "reference (−θ⊙Hg, T = 1, all parameters) vs pai's grasp",
-                    masks_of(g1_all, names, True), paper, names))
+    rows.append(row("GraSP, sign and temperature", "grasp_reference (−θ⊙Hg, T = 1) vs grasp (θ⊙Hg, T = 200)",
+                    masks_of(g1, names, True), paper, names))
+    rows.append(row("GraSP parameter set (pai before hessian_params)",
+                    "Hg over conv + classifier vs all parameters (T = 1, reference sign)",
+                    masks_of(g1_scored, names, True), masks_of(g1, names, True), names))
+    rows.append(row("GraSP parameter set (pai before hessian_params)",
+                    "Hg over conv + classifier vs all parameters (T = 200, paper's sign)",
+                    masks_of(g200_scored, names), paper, names))
 
-    # Hutchinson probe set -----------------------------------------------------------------------------------
-    hd_pai = masks_of(clock("hutchinson", hd, model, scored, x, y, 0), names)
-    hd_all = masks_of(clock("hutchinson", hd, model, every, x, y, 0), names)
-    hd_seed1 = masks_of(clock("hutchinson", hd, model, scored, x, y, 1), names)
-    rows.append(row("Hutchinson probe set", "HD, probes over all parameters vs conv + classifier", hd_all, hd_pai,
+    # Hutchinson probes ---------------------------------------------------------------------------------------
+    # Same set as the reference (all); the probes come from pai's own seeded stream, the reference's from torch's
+    # global generator, so the difference is a different draw of the probes: the floor.
+    hd_pai = masks_of(clock("hutchinson", hd, model, every, x, y, 0), names)
+    hd_seed1 = masks_of(clock("hutchinson", hd, model, every, x, y, 1), names)
+    hd_scored = masks_of(clock("hutchinson", hd, model, scored, x, y, 0), names)
+    rows.append(row("Hutchinson probe draws", "HD, probe seed 1 vs seed 0 (all parameters)", hd_seed1, hd_pai,
                     names))
-    rows.append(row("Hutchinson probe set", "floor: HD probe seed 1 vs seed 0 (same set)", hd_seed1, hd_pai, names))
+    rows.append(row("Hutchinson probe set (pai before hessian_params)",
+                    "HD, probes over conv + classifier vs all parameters", hd_scored, hd_pai, names))
 
     # Seeded vs unseeded scoring samples -----------------------------------------------------------------------
     x1, y1 = data.scoring_samples(10, 1, CPU, augment=True)
@@ -265,7 +271,7 @@ def measure(timings: dict[str, float]) -> tuple[list[dict], list[dict], list[str
          {n: (params[n].detach() * g0[n]).abs() for n in names}),
         ("grad_norm", {n: g1s[n].abs() for n in names}, {n: g0[n].abs() for n in names}),
         ("fisher_diag", f1, f0),
-        ("hutch_diag", clock("hutchinson", hd, model, scored, x1, y1, 0), None),
+        ("hutch_diag", clock("hutchinson", hd, model, every, x1, y1, 0), None),
     ):
         other = masks_of(a, names)
         base = hd_pai if b is None else masks_of(b, names)
