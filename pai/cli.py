@@ -70,11 +70,16 @@ def main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     swept = [] if multirun else _unswept_preset_keys()
     if swept:  # without -m Hydra would quietly train the first point of the preset's sweep
-        preset = HydraConfig.get().runtime.choices.get("experiment") or "the preset"
-        log.error("error: experiment=%s is a sweep over %s (hydra.sweeper.params): add -m to run the whole sweep "
-                  "(-m experiment=%s), or fix %s on the command line for one run", preset, ", ".join(swept), preset,
-                  " and ".join(swept))
-        sys.exit(2)
+        choices = HydraConfig.get().runtime.choices
+        preset = choices.get("experiment") or "the preset"
+        if choices.get("debug") is None:
+            log.error("error: experiment=%s is a sweep over %s (hydra.sweeper.params): add -m to run the whole "
+                      "sweep (-m experiment=%s), or fix %s on the command line for one run", preset,
+                      ", ".join(swept), preset, " and ".join(swept))
+            sys.exit(2)
+        # A fast trial of a preset (debug=...) checks it end to end on its first point, and says so.
+        log.warning("experiment=%s sweeps %s: debug=%s runs its first point only", preset, ", ".join(swept),
+                    choices.get("debug"))
     try:
         results = run(cfg)
     except Exception as exc:

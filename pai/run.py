@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def build_model(cfg: DictConfig, data) -> torch.nn.Module:
-    model = build(run_files.model_node(cfg), "model")
+    model = build(cfg.model, "model")  # with model.init_from, the builder loads those weights
     model.eval()
     with torch.no_grad():
         x, _ = next(iter(data.test_batches(2, torch.device("cpu"))))
@@ -140,9 +140,6 @@ def _pipeline(cfg, options: PruneOptions, criterion: Criterion, recipe: Recipe, 
     with distributed.rank0_first("loading the dataset"):  # a download (dataset.download=true) happens once
         data = build_dataset(cfg.dataset)
     model = build_model(cfg, data).to(device)
-    if cfg.model.get("init_from") is not None:
-        source = run_files.init_model(model, cfg.model.init_from, cfg.model.init_from_state)
-        log.info("initial weights from %s (model.init_from)", source)
     if distributed.is_main() and not (paths.dir / run_files.INIT).exists():
         run_files.save_tensors(paths.dir / run_files.INIT, model.state_dict(),
                                {"content": "initial weights (before BN warmup and pruning)", "run": paths.name})

@@ -268,7 +268,7 @@ def hash_inputs(cfg: DictConfig, resolved: dict) -> None:
 
 
 def model_node(cfg: DictConfig) -> dict:
-    """The model node as the builder takes it: resolved, without the init_from keys."""
+    """The model node, resolved, without the init_from keys (for identities that fingerprint the weights)."""
     from pai.build import resolved
 
     node = resolved(cfg.model)

@@ -92,6 +92,9 @@ def test_init_from_trained_weights_prunes_them(source_run, tmp_path):
     trained = torch.load(source_run["dir"] / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(started[n], trained[n].to(started[n].dtype)) for n in trained)
     assert res["label"] == "magnitude+init_from"
+    # The model node's builder does the loading, so instantiate(cfg.model) gives the same model outside pai.run.
+    model = instantiate(make_cfg(tmp_path, f"model.init_from={source_run['dir']}").model)
+    assert all(torch.equal(t, trained[n]) for n, t in model.state_dict().items())
 
 
 def test_mismatched_mask_file_is_rejected_in_one_line(source_run, tmp_path):
