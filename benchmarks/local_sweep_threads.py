@@ -4,10 +4,11 @@
     python benchmarks/local_sweep_threads.py --pairs 2 --out benchmarks/results/local_sweep_threads_cpu.md
 
 The sweep is `python launch.py -m hydra/launcher=local pruner=hutch_diag,fts,snip seed=0,42,123` with the
-defaults (digits, ResNet-20, 10 scoring samples per class) cut short: one epoch of --steps steps, no W&B, no
-score cache. `before` = every job with torch's default intra-op thread count (what torch picks in a fresh process:
-one per core of the machine), passed as `threads=<n>`; `after` = pai's rule (`threads=null`: the job's CPU
-affinity divided among the 9 jobs of the batch). OMP_NUM_THREADS is removed from the jobs' environment in both.
+defaults (digits, ResNet-20) cut short: --samples-per-class scoring samples (default 4, not 10), one epoch of
+--steps steps, no W&B, no score cache. `before` = every job with torch's default intra-op thread count (what
+torch picks in a fresh process: one per core of the machine), passed as `threads=<n>`; `after` = pai's rule
+(`threads=null`: the job's CPU affinity divided among the 9 jobs of the batch). OMP_NUM_THREADS is removed from
+the jobs' environment in both.
 Runs alternate (before, after, before, ...) so slow drifts of the machine's load hit both; the ratio is
 before / after of each pair. On a shared machine other users' jobs add noise: the load average is printed.
 """
@@ -36,10 +37,11 @@ def torch_default_threads(env: dict[str, str]) -> int:
     return int(out.stdout.strip())
 
 
-def run_sweep(threads: str, steps: int, env: dict[str, str], workdir: Path) -> dict:
+def run_sweep(threads: str, args: argparse.Namespace, env: dict[str, str], workdir: Path) -> dict:
     out = workdir / f"out-{threads}-{time.monotonic_ns()}"
-    cmd = [sys.executable, str(ROOT / "launch.py"), *SWEEP, "train.epochs=1", f"train.steps_per_epoch={steps}",
-           "logger=none", "prune.cache=false", f"threads={threads}", f"out_root={out}",
+    cmd = [sys.executable, str(ROOT / "launch.py"), *SWEEP, "train.epochs=1", f"train.steps_per_epoch={args.steps}",
+           f"prune.samples_per_class={args.samples_per_class}", "logger=none", "prune.cache=false",
+           f"threads={threads}", f"out_root={out}",
            f"hydra.sweep.dir={out}/sweep"]
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -61,6 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=1, help="before/after pairs (alternating)")
     parser.add_argument("--steps", type=int, default=2, help="training steps of the one epoch")
+    parser.add_argument("--samples-per-class", type=int, default=4, help="scoring samples per class")
     parser.add_argument("--out", type=Path, help="also write the table as Markdown here")
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "PAI_OUT")}
@@ -70,8 +73,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="pai-threads-") as tmp:
         for pair in range(args.pairs):
-            before = run_sweep(str(default), args.steps, env, Path(tmp))
-            after = run_sweep("null", args.steps, env, Path(tmp))
+            before = run_sweep(str(default), args, env, Path(tmp))
+            after = run_sweep("null", args, env, Path(tmp))
             rows.append((pair, before, after))
             print(f"pair {pair}: before {before['wall']:.1f} s (threads {before['threads_used']}, load "
                   f"{before['load']:.1f}), after {after['wall']:.1f} s (threads {after['threads_used']}, load "
@@ -82,7 +85,8 @@ def main() -> None:
         "",
         f"Machine: {platform.machine()}, {cpus} CPUs in this process's affinity, torch default {default} "
         f"threads per process; shared with other users (load average at each start in the table).",
-        f"`python benchmarks/local_sweep_threads.py --pairs {args.pairs} --steps {args.steps}`",
+        f"`python benchmarks/local_sweep_threads.py --pairs {args.pairs} --steps {args.steps} "
+        f"--samples-per-class {args.samples_per_class}`",
         "",
         "| pair | before: wall s | after: wall s | before / after | hutch_diag score s (before → after) | "
         "fts | snip | load at start (before, after) |",

@@ -140,14 +140,15 @@ def _pipeline(cfg, options: PruneOptions, criterion: Criterion, recipe: Recipe, 
     with distributed.rank0_first("loading the dataset"):  # a download (dataset.download=true) happens once
         data = build_dataset(cfg.dataset)
     model = build_model(cfg, data).to(device)
-    if distributed.is_main() and not (paths.dir / run_files.INIT).exists():
-        run_files.save_tensors(paths.dir / run_files.INIT, model.state_dict(),
-                               {"content": "initial weights (before BN warmup and pruning)", "run": paths.name})
     weights = prunable_weights(model, options.prune_classifier)
     names = list(weights)
     info: dict = {"warmup_seconds": 0.0, "score_seconds": 0.0,
                   "num_prunable": sum(w.numel() for w in weights.values())}
     state = paths.checkpoint_state()
+    main = distributed.is_main()
+    if main and (state is None or not (paths.dir / run_files.INIT).exists()):  # a resumed run rebuilds the same
+        run_files.save_tensors(paths.dir / run_files.INIT, model.state_dict(),
+                               {"content": "initial weights (before BN warmup and pruning)", "run": paths.name})
     masks = None
     if state is not None:  # resuming: the masks (and the weights) come from the checkpoint
         masks, info = state["masks"], state["prune_info"]
@@ -166,7 +167,7 @@ def _pipeline(cfg, options: PruneOptions, criterion: Criterion, recipe: Recipe, 
     if masks is not None:
         # Every rank logs the checksum of the masks it trains with, and the run stops unless they agree.
         info["mask_checksum"] = distributed.checksum(masks)
-        if distributed.is_main() and not (paths.dir / run_files.MASKS).exists():
+        if main and (state is None or not (paths.dir / run_files.MASKS).exists()):
             run_files.save_masks(paths.dir / run_files.MASKS, masks, {
                 "run": paths.name, "pruner": criterion.name, "sparsity": sparsity,
                 "mask_checksum": info["mask_checksum"]})

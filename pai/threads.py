@@ -17,8 +17,6 @@ from __future__ import annotations
 import logging
 import os
 
-import torch
-
 from pai.errors import PaiConfigError
 
 log = logging.getLogger(__name__)
@@ -63,6 +61,8 @@ def resolve_threads(threads: int | None) -> tuple[int, str]:
 
 def set_threads(threads: int | None) -> int:
     """Apply `resolve_threads` to torch and log it once per run."""
+    import torch  # here: Hydra imports this module (via the local launcher plugin) for every command, --help too
+
     n, why = resolve_threads(threads)
     torch.set_num_threads(n)
     log.info("torch threads: %d (%s)", n, why)
