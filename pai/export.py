@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from pai import run_files
+from pai import files, run_files
 from pai.errors import PaiConfigError
 from pai.results import read_results
 from pai.train.checkpoint import load_checkpoint
@@ -38,12 +38,11 @@ def export(run_dir: str | Path, out: str | Path | None = None, initial: bool = F
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise PaiConfigError(f"{run_dir}: not a directory")
-    results = read_results(run_dir / "results.json")
-    get = results.get if isinstance(results, dict) else (lambda k: getattr(results, k, None))
-    if results is None or get("status") != "done":
+    result = read_results(files.results(run_dir))
+    if result is None or not result.finished:
         raise PaiConfigError(f"{run_dir}: not a finished run (results.json status "
-                             f"{None if results is None else get('status')}); nothing to export")
-    state = load_checkpoint(run_dir / "last.pt")
+                             f"{result.status if result else None}); nothing to export")
+    state = load_checkpoint(files.checkpoint(run_dir))
     if state is None:
         raise PaiConfigError(f"{run_dir}: no usable last.pt (the trained weights)")
     masks_path = run_dir / run_files.MASKS
@@ -51,8 +50,8 @@ def export(run_dir: str | Path, out: str | Path | None = None, initial: bool = F
         masks = {n: m.bool() for n, m in load_file(masks_path).items()}
     else:  # a run written before masks.safetensors existed keeps its masks only in last.pt
         masks = {n: m.bool() for n, m in (state.get("masks") or {}).items()}
-    meta = {"run": get("run_name"), "config_hash": get("config_hash"), "pruner": get("pruner"),
-            "sparsity": get("sparsity_achieved"), "test_acc": get("test_acc")}
+    meta = {"run": result.run_name, "config_hash": result.config_hash, "pruner": result.pruner,
+            "sparsity": result.sparsity_achieved, "test_acc": result.test_acc}
     out = Path(out) if out is not None else run_dir / "export"
     written = {"weights": out / WEIGHTS}
     run_files.save_tensors(written["weights"], _masked(state["model"], masks),

@@ -15,8 +15,6 @@ Both paths and the sha256 of the files they name are part of the config hash (`h
 from __future__ import annotations
 
 import hashlib
-import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,12 +27,10 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
+from pai import files
 from pai.errors import PaiConfigError
 
-CONFIG = "config.yaml"
-OVERRIDES = "overrides.yaml"
-INIT = "init.safetensors"
-MASKS = "masks.safetensors"
+CONFIG, OVERRIDES, INIT, MASKS = files.CONFIG, files.OVERRIDES, files.INIT, files.MASKS
 INIT_STATES = ("initial", "trained")
 MASK_KEY = "prune.mask_from"
 INIT_KEY = "model.init_from"
@@ -44,18 +40,8 @@ INIT_KEYS = ("init_from", "init_from_state")  # keys of the model node that are 
 # ---- writing -----------------------------------------------------------------------------------------------------
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write a whole file at once (temporary file + rename): readers never see half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with files.atomic_open(path, "wb") as f:
+        f.write(data)
 
 
 def write_config(run_dir: Path, cfg: DictConfig) -> None:
@@ -182,12 +168,12 @@ def weights_file(source: str | Path, state: str = "trained") -> Path:
         return path / INIT
     from pai.results import read_results  # here: pai.results imports this module
 
-    results = read_results(path / "results.json")
-    status = results.get("status") if isinstance(results, dict) else getattr(results, "status", None)
-    if status != "done" or not (path / "last.pt").is_file():
-        raise PaiConfigError(f"{INIT_KEY}={source}: the run has not finished (status {status}), so it has no "
-                             f"trained weights; use model.init_from_state=initial for its initial ones")
-    return path / "last.pt"
+    result = read_results(files.results(path))
+    if result is None or not result.finished or not files.checkpoint(path).is_file():
+        raise PaiConfigError(f"{INIT_KEY}={source}: the run has not finished (status "
+                             f"{result.status if result else None}), so it has no trained weights; use "
+                             "model.init_from_state=initial for its initial ones")
+    return files.checkpoint(path)
 
 
 def load_weights(path: Path) -> dict[str, Tensor]:
@@ -195,7 +181,7 @@ def load_weights(path: Path) -> dict[str, Tensor]:
     with weights_only=True."""
     if path.suffix == ".safetensors":
         return _read_safetensors(path, INIT_KEY)
-    if path.name == "last.pt":
+    if path.name == files.CHECKPOINT:
         from pai.train.checkpoint import load_checkpoint
 
         state = load_checkpoint(path)

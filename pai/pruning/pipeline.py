@@ -56,7 +56,7 @@ def score_and_mask(cfg: DictConfig, options: PruneOptions, criterion: Criterion,
     identity = cache_identity(cfg, options, criterion, model, warmup_batch_size) if cache else {}
     with cache.lock(identity) if cache else contextlib.nullcontext():
         entry = cache.load(identity) if cache else None
-        if entry is not None:
+        if cache is not None and entry is not None:
             info["cache_hit"] = True
             log.info("scoring: %s, scores from the cache (%s)", criterion.name, cache.path(identity))
             if options.bn_warmup:
