@@ -30,7 +30,7 @@ test-slow: $(STAMP)
 # ruff, then mypy on pai/ (pyproject.toml [tool.mypy]: mypy's default strictness, imports without type
 # information are Any).
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pai tests launch.py benchmarks setup.py
+	$(VENV)/bin/ruff check pai tests launch.py benchmarks setup.py hydra_plugins
 	$(VENV)/bin/mypy
 
 # The one-node SLURM cluster that the `slurm` tests use (as root; idempotent): scripts/slurm/.

@@ -6,6 +6,8 @@ from setuptools import find_namespace_packages, setup
 
 # Namespace discovery: a folder of modules without __init__.py (pai/train, conf/dataset, ...) is a package too.
 CODE = find_namespace_packages(include=["pai", "pai.*"], exclude=["*.__pycache__"])
+# pai's local launcher: Hydra loads launchers only from the `hydra_plugins` namespace package.
+CODE += find_namespace_packages(include=["hydra_plugins.pai_launcher"])
 CONF = ["pai.conf", *(f"pai.conf.{p}" for p in find_namespace_packages(where="conf", exclude=["*__pycache__*"]))]
 
 setup(

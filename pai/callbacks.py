@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import socket
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,7 @@ def summarize(sweep_dir: str | Path) -> tuple[list[str], int]:
     parts = [f"{n} {s}" for s, n in sorted(counts.items())] + ([f"{len(missing)} without record"] if missing
                                                                 else [])
     lines = [f"sweep {sweep_dir}: {total} job(s): " + (", ".join(parts) or "none")]
+    lines += accuracy_table(records)
     failed = [r for r in records if r["status"] in FAILED]
     varying = _varying_overrides(records)
     for r in failed:
@@ -134,6 +136,34 @@ def summarize(sweep_dir: str | Path) -> tuple[list[str], int]:
         lines.append("Fix the cause and relaunch the same command: finished runs are skipped, failed ones rerun, "
                      "interrupted ones resume from their last.pt.")
     return lines, len(failed) + len(missing)
+
+
+def accuracy_table(records: list[dict]) -> list[str]:
+    """Test accuracy (%) of the sweep's finished runs per criterion (rows, dense first, then in job order) and
+    sparsity (columns): mean ± std over seeds (n). A run recorded by several jobs (the dense baseline of every
+    sparsity) counts once. Plain Python: this also runs at interpreter exit, where pandas cannot be imported."""
+    from tabulate import tabulate
+
+    runs = {r["run_dir"]: r for r in records
+            if r.get("status") in ("done", "skipped") and r.get("test_acc") is not None and r.get("criterion")}
+    if not runs:
+        return []
+    cells: dict[tuple[str, str], list[float]] = {}
+    for r in runs.values():
+        dense = r.get("pruner") == "none" or r.get("sparsity") is None
+        cells.setdefault((r["criterion"], "dense" if dense else f"{r['sparsity']:g}"), []).append(100 * r["test_acc"])
+    rows = sorted(dict.fromkeys(c for c, _ in cells), key=lambda c: (c, "dense") not in cells)
+    columns = sorted({s for _, s in cells}, key=lambda s: (s != "dense", 0.0 if s == "dense" else float(s)))
+
+    def cell(accs: list[float] | None) -> str:
+        if not accs:
+            return ""
+        spread = f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""  # one seed: no std
+        return f"{statistics.mean(accs):.2f}{spread} ({len(accs)})"
+
+    table = tabulate([[c, *(cell(cells.get((c, s))) for s in columns)] for c in rows],
+                     headers=["criterion \\ sparsity", *columns], tablefmt="simple", disable_numparse=True)
+    return ["test accuracy (%), mean ± std over seeds (n):", *table.splitlines()]
 
 
 def _varying_overrides(records: list[dict]) -> set[str]:

@@ -51,6 +51,14 @@ def _quiet_other_ranks(rank: int) -> None:
             h.setFormatter(logging.Formatter(f"[%(asctime)s][rank {rank}][%(name)s][%(levelname)s] - %(message)s"))
 
 
+def _unswept_preset_keys() -> list[str]:
+    """Keys a preset sweeps (hydra.sweeper.params) that the command line does not fix to one value."""
+    hc = HydraConfig.get()
+    params = hc.sweeper.get("params") or {}
+    given = {o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task}
+    return [key for key in params if key not in given]
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from pai.callbacks import record_job
@@ -60,6 +68,18 @@ def main(cfg: DictConfig) -> float | None:
     _quiet_other_ranks(rank)
     record = record_job if rank == 0 else (lambda *_a, **_k: None)  # the sweep's job record is rank 0's
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    swept = [] if multirun else _unswept_preset_keys()
+    if swept:  # without -m Hydra would quietly train the first point of the preset's sweep
+        choices = HydraConfig.get().runtime.choices
+        preset = choices.get("experiment") or "the preset"
+        if choices.get("debug") is None:
+            log.error("error: experiment=%s is a sweep over %s (hydra.sweeper.params): add -m to run the whole "
+                      "sweep (-m experiment=%s), or fix %s on the command line for one run", preset,
+                      ", ".join(swept), preset, " and ".join(swept))
+            sys.exit(2)
+        # A fast trial of a preset (debug=...) checks it end to end on its first point, and says so.
+        log.warning("experiment=%s sweeps %s: debug=%s runs its first point only", preset, ", ".join(swept),
+                    choices.get("debug"))
     try:
         results = run(cfg)
     except Exception as exc:
@@ -80,7 +100,9 @@ def main(cfg: DictConfig) -> float | None:
         return None
     # done | skipped (finished before) | busy (another job is running the same config right now)
     status = "busy" if results.get("status") == "busy" else "skipped" if results.get("skipped") else "done"
-    record(cfg, status, run_dir=results.get("run_dir"), test_acc=results.get("test_acc"))
+    record(cfg, status, run_dir=results.get("run_dir"), test_acc=results.get("test_acc"),
+           pruner=results.get("pruner"), criterion=results.get("label") or results.get("pruner"),
+           sparsity=results.get("sparsity") if results.get("pruner") != "none" else None)
     return results["test_acc"]
 
 

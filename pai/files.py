@@ -7,6 +7,8 @@ Layout (every name below comes from this module):
         results.json        the run's RunResult (pai.results)
         last.pt             the epoch checkpoint (pai.train.checkpoint), digest-checked on load
         .lock               flock held by the job running the run
+        config.yaml         the resolved config; overrides.yaml: the attempt's command-line overrides (pai.run_files)
+        init.safetensors    the initial weights; masks.safetensors: the masks, uint8 (pai.run_files)
     ${out_root}/cache/<key>.pt, <key>.lock                               score cache entries (pai.pruning.cache)
     ${hydra.sweep.dir}/<job num>/pai_job.json                            a sweep job's record (pai.callbacks)
 
@@ -33,6 +35,10 @@ CACHE_DIR = "cache"
 RESULTS = "results.json"
 CHECKPOINT = "last.pt"
 RUN_LOCK = ".lock"
+CONFIG = "config.yaml"
+OVERRIDES = "overrides.yaml"
+INIT = "init.safetensors"
+MASKS = "masks.safetensors"
 JOB_RECORD = "pai_job.json"
 CORRUPT_SUFFIX = ".corrupt-"
 

@@ -30,13 +30,15 @@ if TYPE_CHECKING:  # the report reads results without importing torch
     from pai.pruning.criteria.base import Criterion
 
 # `label` only names a variant in reports; the knobs that make the variant already change the hash.
-NOT_HASHED = ("logger", "out_root", "data_root", "device", "experiment_name", "label")
+NOT_HASHED = ("logger", "out_root", "data_root", "device", "experiment_name", "label", "threads")
 # How many processes train a run is not part of its identity (same global batch, same epoch order), so a run
 # started on one GPU can resume on eight, and hashes from before these keys existed stay valid.
 NOT_HASHED_TRAIN = ("distributed", "sync_bn", "dist_timeout_s", "dist_wait_timeout_s")
 
 
 def config_hash(cfg: DictConfig, criterion: Criterion) -> str:
+    from pai.run_files import hash_inputs  # here: reading results (the report) does not import torch
+
     resolved = resolved_config(cfg)
     for key in NOT_HASHED:
         resolved.pop(key, None)
@@ -45,6 +47,7 @@ def config_hash(cfg: DictConfig, criterion: Criterion) -> str:
         resolved["prune"]["schedule"] = criterion.default_schedule
     for key in NOT_HASHED_TRAIN:
         resolved.get("train", {}).pop(key, None)
+    hash_inputs(cfg, resolved)  # prune.mask_from, model.init_from: + the sha256 of their files; null: not hashed
     if not criterion.prunes:  # the dense baseline is one run whatever sparsity a sweep asks for
         resolved.pop("sparsity", None)
         resolved.pop("prune", None)
@@ -101,6 +104,8 @@ class RunPaths:
         return f
 
     def identity(self, cfg: DictConfig, criterion: Criterion) -> dict:
+        from pai.run_files import default_label
+
         return {
             "config_hash": self.hash,
             "run_dir": str(self.dir),
@@ -110,7 +115,7 @@ class RunPaths:
             "dataset": cfg.dataset.name,
             "model": model_name(cfg),
             "pruner": criterion.name,
-            "label": None if cfg.get("label") is None else str(cfg.get("label")),
+            "label": default_label(cfg, criterion.name),
             "seed": cfg.seed,
             "scope": cfg.prune.scope,
             "bn_warmup": bool(cfg.prune.bn_warmup) and criterion.prunes,
@@ -159,7 +164,8 @@ class RunResult:
     dataset: str | None = key("dataset name")
     model: str | None = key("model builder, `timm-<name>` / `torchvision-<name>` for models chosen by name")
     pruner: str | None = key("criterion code (`none` = dense baseline)")
-    label: str | None = key("report row name of a pruner variant (`label=`), else null")
+    label: str | None = key("report row name of a pruner variant (`label=`); else `<pruner>+mask_from` / "
+                            "`+init_from` for a run given a mask or weights; else null")
     seed: int | None = key("the run's seed")
     sparsity: float | None = key("sparsity asked for (0 for the dense baseline: the sparsity it used)")
     sparsity_achieved: float | None = key("fraction of prunable weights removed")
@@ -185,6 +191,11 @@ class RunResult:
     run_dir: str | None = key("the run directory")
     run_name: str | None = key("its path below `runs/` (also the W&B run name)")
     pai_version: str | None = key("version of pai that wrote the file")
+    hydra_dir: str | None = key("this attempt's Hydra job folder (`.hydra/`: config, overrides; null from the "
+                                "Python API)")
+    log_file: str | None = key("this attempt's log file (`pai.log` in `hydra_dir`)")
+    inputs: dict[str, dict[str, str]] | None = key("files the run read: {`prune.mask_from` \\| `model.init_from`: "
+                                                   "{`path`, `sha256`}}")
     wandb_group: str | None = key("W&B group (`experiment_name`, else `<dataset>-<model>-<launch>`)")
     skipped: bool = key("true only in what `pai.run.run` returns for a run it did not train (finished before, "
                         "or `busy`: another job is running it)", False)

@@ -11,7 +11,7 @@ from typing import cast
 import torch
 from omegaconf import DictConfig
 
-from pai import distributed
+from pai import distributed, run_files
 from pai.build import build
 from pai.data import build_dataset
 from pai.data.batching import check_batch_size
@@ -24,6 +24,7 @@ from pai.pruning.options import PruneOptions
 from pai.pruning.pipeline import score_and_mask
 from pai.results import RunPaths, RunResult, read_results, run_paths, write_results
 from pai.seeding import seed_everything
+from pai.threads import set_threads
 from pai.tracking import Tracker, run_config
 from pai.train.loop import train
 from pai.train.recipe import Recipe
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def build_model(cfg: DictConfig, data) -> torch.nn.Module:
-    model = build(cfg.model, "model")
+    model = build(cfg.model, "model")  # with model.init_from, the builder loads those weights
     model.eval()
     with torch.no_grad():
         x, _ = next(iter(data.test_batches(2, torch.device("cpu"))))
@@ -52,12 +53,16 @@ def run(cfg: DictConfig) -> dict:
     Under torchrun or in a multi-task SLURM job (train.distributed=auto) every process calls this: they join one
     process group, rank 0 decides skip/resume and scores, and all ranks train the model data-parallel.
     """
+    set_threads(cfg.get("threads"))
     criterion: Criterion = build(cfg.pruner, "pruner")
     sparsity = check_sparsity(cfg.sparsity) if criterion.prunes else 0.0
     options = PruneOptions.from_config(cfg.prune)
     if options.prune_classifier and getattr(criterion, "hessian_params", None) == "prunable":
         raise PaiConfigError("pruner.hessian_params=prunable leaves the classifier out of the Hessian products, so "
                              "prune.prune_classifier=true has no score for it: use all or prunable_classifier")
+    if options.mask_from is not None and not criterion.prunes:
+        raise PaiConfigError(f"prune.mask_from needs a pruning criterion: pruner={criterion.name} trains the dense "
+                             "network (name the mask's criterion, e.g. pruner=snip)")
     device = resolve_device(cfg.device)
     recipe: Recipe = build(cfg.train, "train")  # validates the train keys before a process group is joined
     env = distributed.wanted(recipe.distributed)
@@ -92,9 +97,13 @@ def _run(cfg: DictConfig, options: PruneOptions, criterion: Criterion, recipe: R
         previous = cast(RunResult, decision[1])
         log.info("skipping finished run %s (test_acc %.4f)", paths.dir, previous.test_acc)
         return {**previous.to_dict(), "skipped": True}
-    result = RunResult(**paths.identity(cfg, criterion), sparsity=sparsity, world_size=distributed.world_size())
+    result = RunResult(**paths.identity(cfg, criterion), sparsity=sparsity, world_size=distributed.world_size(),
+                       **run_files.record(cfg))
     failed = True
+    t_start = time.perf_counter()
     try:
+        if main:
+            run_files.write_config(paths.dir, cfg)
         tracker.start(name=paths.name, config=run_config(cfg, criterion.prunes), group=paths.group,
                       job_type=cfg.get("label") or criterion.name)
         result.update(_pipeline(cfg, options, criterion, recipe, sparsity, device, paths, tracker))
@@ -103,6 +112,9 @@ def _run(cfg: DictConfig, options: PruneOptions, criterion: Criterion, recipe: R
             write_results(paths.results, result)
         tracker.summary(result)
         failed = False
+        log.info("finished %s sparsity %g seed %s: test_acc %.4f, %d collapsed layer(s), %.0f s, %s",
+                 result.label or criterion.name, sparsity, cfg.seed, result.test_acc,
+                 len(result.collapsed_layers or []), time.perf_counter() - t_start, paths.dir)
         return result.to_dict()
     except BaseException as exc:
         # SystemExit/KeyboardInterrupt: preempted or stopped (submitit exits after requeueing); the rerun resumes
@@ -133,6 +145,10 @@ def _pipeline(cfg, options: PruneOptions, criterion: Criterion, recipe: Recipe, 
     info: dict = {"warmup_seconds": 0.0, "score_seconds": 0.0,
                   "num_prunable": sum(w.numel() for w in weights.values())}
     state = paths.checkpoint_state()
+    main = distributed.is_main()
+    if main and (state is None or not (paths.dir / run_files.INIT).exists()):  # a resumed run rebuilds the same
+        run_files.save_tensors(paths.dir / run_files.INIT, model.state_dict(),
+                               {"content": "initial weights (before BN warmup and pruning)", "run": paths.name})
     masks = None
     if state is not None:  # resuming: the masks (and the weights) come from the checkpoint
         masks, info = state["masks"], state["prune_info"]
@@ -151,6 +167,10 @@ def _pipeline(cfg, options: PruneOptions, criterion: Criterion, recipe: Recipe, 
     if masks is not None:
         # Every rank logs the checksum of the masks it trains with, and the run stops unless they agree.
         info["mask_checksum"] = distributed.checksum(masks)
+        if main and (state is None or not (paths.dir / run_files.MASKS).exists()):
+            run_files.save_masks(paths.dir / run_files.MASKS, masks, {
+                "run": paths.name, "pruner": criterion.name, "sparsity": sparsity,
+                "mask_checksum": info["mask_checksum"]})
         log.info("mask checksum %s (rank %d of %d)", info["mask_checksum"], distributed.rank(),
                  distributed.world_size())
         distributed.agree(info["mask_checksum"], "the masks (checksum)")

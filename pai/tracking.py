@@ -137,7 +137,14 @@ class WandbTracker(Tracker):
             project=self.project, entity=self.entity, mode=self.mode, tags=self.tags, notes=self.notes,
             group=self.group or group, job_type=self.job_type or job_type, name=name, config=config,
             dir=self.dir, reinit="finish_previous",
+            # W&B's own banner, run history and sync hints (~30 lines a run) off; pai logs the one line below.
+            settings=wandb.Settings(silent=True),
         )
+        if self.mode == "online":
+            log.info("W&B run %s: %s", name, self.run.url)
+        elif self.mode == "offline":
+            sync_dir = self.run.settings.sync_dir
+            log.info("W&B run %s (offline): %s (upload: wandb sync %s)", name, sync_dir, sync_dir)
         self._step = 0
 
     @property

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pai.models.init_from import initializable
+
 
 class BasicBlock(nn.Module):
     expansion = 1
@@ -99,23 +101,28 @@ class ResNet(nn.Module):
         return self.linear(torch.flatten(self.pool(out), 1))
 
 
+@initializable
 def resnet18(num_classes: int, in_channels: int = 3) -> ResNet:
     """ResNet-18 (CIFAR). 11,173,962 parameters with 10 classes."""
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels)
 
 
+@initializable
 def resnet34(num_classes: int, in_channels: int = 3) -> ResNet:
     return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels)
 
 
+@initializable
 def resnet50(num_classes: int, in_channels: int = 3) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels)
 
 
+@initializable
 def resnet101(num_classes: int, in_channels: int = 3) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], num_classes, in_channels)
 
 
+@initializable
 def resnet152(num_classes: int, in_channels: int = 3) -> ResNet:
     return ResNet(Bottleneck, [3, 8, 36, 3], num_classes, in_channels)
 
@@ -123,16 +130,19 @@ def resnet152(num_classes: int, in_channels: int = 3) -> ResNet:
 # TinyImageNet variants: the reference uses the same small stem and an adaptive pool, which our ResNet
 # always has, so they are the same networks. They stay separate builders so configs and result
 # directories name what was run (resnet18_tiny vs resnet18).
+@initializable
 def resnet18_tiny(num_classes: int, in_channels: int = 3) -> ResNet:
     """ResNet-18 for 64 px TinyImageNet (same network as ``resnet18``)."""
     return resnet18(num_classes, in_channels)
 
 
+@initializable
 def resnet34_tiny(num_classes: int, in_channels: int = 3) -> ResNet:
     """ResNet-34 for 64 px TinyImageNet (same network as ``resnet34``)."""
     return resnet34(num_classes, in_channels)
 
 
+@initializable
 def resnet50_tiny(num_classes: int, in_channels: int = 3) -> ResNet:
     """ResNet-50 for 64 px TinyImageNet (same network as ``resnet50``)."""
     return resnet50(num_classes, in_channels)

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from pai.errors import PaiConfigError
+from pai.models.init_from import initializable
 from pai.models.small_input import SmallInput, adapt_in_channels, patch_small_input, wants_small_input
 
 
@@ -29,6 +30,7 @@ def _plain(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(kwargs)
 
 
+@initializable
 def timm_model(
     name: str,
     num_classes: int,
@@ -52,6 +54,7 @@ def timm_model(
     return model
 
 
+@initializable
 def torchvision_model(
     name: str,
     num_classes: int,

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pai.models.cifar_resnet import BasicBlock
+from pai.models.init_from import initializable
 
 
 class ResNet20(nn.Module):
@@ -46,6 +47,7 @@ class ResNet20(nn.Module):
         return self.linear(torch.flatten(self.pool(out), 1))
 
 
+@initializable
 def resnet20(num_classes: int, in_channels: int = 3, width: float = 1.0) -> ResNet20:
     """ResNet-20 (option-B shortcuts). 272,474 parameters with 10 classes at width 1."""
     return ResNet20(num_classes, in_channels, width)

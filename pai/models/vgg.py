@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pai.models.init_from import initializable
+
 CFGS: dict[str, list[int | str]] = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -55,17 +57,21 @@ def _make_features(cfg: list[int | str], in_channels: int, image_size: int) -> n
     return nn.Sequential(*layers)
 
 
+@initializable
 def vgg11(num_classes: int, in_channels: int = 3, image_size: int = 32) -> VGG:
     return VGG(CFGS["vgg11"], num_classes, in_channels, image_size)
 
 
+@initializable
 def vgg13(num_classes: int, in_channels: int = 3, image_size: int = 32) -> VGG:
     return VGG(CFGS["vgg13"], num_classes, in_channels, image_size)
 
 
+@initializable
 def vgg16(num_classes: int, in_channels: int = 3, image_size: int = 32) -> VGG:
     return VGG(CFGS["vgg16"], num_classes, in_channels, image_size)
 
 
+@initializable
 def vgg19(num_classes: int, in_channels: int = 3, image_size: int = 32) -> VGG:
     return VGG(CFGS["vgg19"], num_classes, in_channels, image_size)

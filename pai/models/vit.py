@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from pai.errors import PaiConfigError
+from pai.models.init_from import initializable
 
 
 def auto_patch_size(image_size: int) -> int:
@@ -15,6 +16,7 @@ def auto_patch_size(image_size: int) -> int:
     return 16
 
 
+@initializable
 def vit_tiny(
     num_classes: int, in_channels: int = 3, image_size: int = 32, patch_size: int | str = "auto"
 ) -> nn.Module:

@@ -35,6 +35,7 @@ from pai.build import resolved
 from pai.digest import load_checked, save_checked, tensor_digest
 from pai.pruning.criteria.base import Criterion
 from pai.pruning.options import PruneOptions
+from pai.run_files import model_node
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 4  # bump when the scoring code changes what a criterion returns (2: random's stream order;
@@ -57,7 +58,7 @@ def cache_identity(cfg: DictConfig, options: PruneOptions, criterion: Criterion,
     return {
         "version": CACHE_VERSION,
         "dataset": dataset,
-        "model": resolved(cfg.model),
+        "model": model_node(cfg),  # without model.init_from: the weights fingerprint covers what it loads
         "seed": cfg.seed,
         "criterion": f"{cls.__module__}.{cls.__qualname__}",
         "knobs": criterion.knobs(),

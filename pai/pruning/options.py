@@ -27,6 +27,7 @@ class PruneOptions:
     schedule: str | None = None  # sparsity schedule between rounds; None = the criterion's default
     invert: bool = False  # keep the lowest scores instead
     cache: bool = True  # reuse single-round scores across sparsities
+    mask_from: str | None = None  # train this mask (a masks.safetensors or a run directory) instead of scoring
 
     def __post_init__(self) -> None:
         _one_of("scope", self.scope, SCOPES)
@@ -39,6 +40,13 @@ class PruneOptions:
             _positive_int(key, getattr(self, key))
         if self.rounds is not None:
             _positive_int("rounds", self.rounds)
+        if self.mask_from is not None:
+            if not isinstance(self.mask_from, str) or not self.mask_from:
+                raise PaiConfigError(f"prune.mask_from={self.mask_from!r} must be a path (a masks file or a run "
+                                     "directory) or null")
+            if self.invert:
+                raise PaiConfigError("prune.invert=true needs scores to invert; with prune.mask_from the mask is "
+                                     "given (invert it before, or drop prune.invert)")
 
     @classmethod
     def from_config(cls, node: DictConfig | dict[str, Any] | None) -> PruneOptions:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 
 from pai.data.base import ImageData
 from pai.errors import PaiConfigError
+from pai.progress import progress
 from pai.pruning.cache import ScoreCache, cache_identity
 from pai.pruning.criteria.base import Criterion, Scores
 from pai.pruning.mask_calculator import Masks, check_finite, select_masks
@@ -22,6 +24,9 @@ from pai.pruning.masks import apply_masks
 from pai.pruning.options import PruneOptions
 from pai.pruning.sparsity_schedules import schedule_sparsities
 from pai.pruning.warmup import bn_warmup
+from pai.run_files import check_sparsity_of, load_masks
+
+log = logging.getLogger(__name__)
 
 
 def score_and_mask(cfg: DictConfig, options: PruneOptions, criterion: Criterion, model: nn.Module,
@@ -33,24 +38,38 @@ def score_and_mask(cfg: DictConfig, options: PruneOptions, criterion: Criterion,
     as in the paper. Single-round scores are cached (`prune.cache`) under `${out_root}/cache`; a hit also
     restores the warmed-up BN buffers stored with the scores, so the model leaves in the same state either way.
     Concurrent jobs that need the same entry wait on its lock, so only the first one scores.
+
+    With `prune.mask_from` nothing is scored: the given masks are loaded (after the BN warmup, which is part of
+    the model that training starts from).
     """
     rounds = options.rounds_for(criterion.default_rounds)
     info = {"warmup_seconds": 0.0, "score_seconds": 0.0, "cache_hit": False}
+    if options.mask_from is not None:
+        if options.bn_warmup:
+            info["warmup_seconds"] = _warmup(model, data, device, cfg.seed, warmup_batch_size, options.augment)
+        params = dict(model.named_parameters())
+        masks = load_masks(options.mask_from, {n: params[n].shape for n in names})
+        check_sparsity_of(masks, sparsity, options.mask_from)
+        log.info("masks from %s (prune.mask_from); no scoring", options.mask_from)
+        return {n: m.to(device) for n, m in masks.items()}, info
     cache = ScoreCache(Path(cfg.out_root) / "cache") if options.cache and rounds == 1 else None
     identity = cache_identity(cfg, options, criterion, model, warmup_batch_size) if cache else {}
     with cache.lock(identity) if cache else contextlib.nullcontext():
         entry = cache.load(identity) if cache else None
-        if entry is not None:
+        if cache is not None and entry is not None:
             info["cache_hit"] = True
+            log.info("scoring: %s, scores from the cache (%s)", criterion.name, cache.path(identity))
             if options.bn_warmup:
                 _load_buffers(model, entry["buffers"])
             scores = {n: s.to(device) for n, s in entry["scores"].items()}
             return select_masks(scores, names, sparsity, options.scope, options.invert), info
         if options.bn_warmup:
-            t0 = time.perf_counter()
-            bn_warmup(model, data, device, cfg.seed, warmup_batch_size, options.augment)
-            info["warmup_seconds"] = time.perf_counter() - t0
+            info["warmup_seconds"] = _warmup(model, data, device, cfg.seed, warmup_batch_size, options.augment)
         inputs, targets = data.scoring_samples(options.samples_per_class, cfg.seed, device, options.augment)
+        samples = "data-free" if criterion.data_free else (
+            f"{inputs.shape[0]} samples ({options.samples_per_class}/class, groups of {options.score_batch_size})")
+        path = f", path {criterion.path}" if hasattr(criterion, "path") else ""
+        log.info("scoring: %s, %s%s, %d round(s)", criterion.name, samples, path, rounds)
         t0 = time.perf_counter()
         if rounds > 1:
             masks = prune_masks(criterion, model, inputs, targets, names, sparsity, options.scope, rounds,
@@ -62,6 +81,15 @@ def score_and_mask(cfg: DictConfig, options: PruneOptions, criterion: Criterion,
             masks = select_masks(scores, names, sparsity, options.scope, options.invert)
     info["score_seconds"] = time.perf_counter() - t0
     return masks, info
+
+
+def _warmup(model: nn.Module, data: ImageData, device: torch.device, seed: int, batch_size: int,
+            augment: bool) -> float:
+    """The BN warmup pass; returns its seconds."""
+    log.info("BN warmup: one pass over %d training samples", data.num_train)
+    t0 = time.perf_counter()
+    bn_warmup(model, data, device, seed, batch_size, augment)
+    return time.perf_counter() - t0
 
 
 def checked_scores(criterion: Criterion, model: nn.Module, inputs: Tensor, targets: Tensor,
@@ -86,7 +114,8 @@ def prune_masks(criterion: Criterion, model: nn.Module, inputs: Tensor, targets:
     """
     work = copy.deepcopy(model) if rounds > 1 else model
     masks: Masks | None = None
-    for step_sparsity in schedule_sparsities(sparsity, rounds, schedule):
+    steps = schedule_sparsities(sparsity, rounds, schedule)
+    for step_sparsity in progress(steps, f"{criterion.name} rounds", total=len(steps), unit="round"):
         masks = select_masks(checked_scores(criterion, work, inputs, targets, names), names, step_sparsity, scope,
                              invert, masks)
         if rounds > 1:

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from pai.data.base import ImageData
+from pai.data.batching import num_batches
+from pai.progress import progress
 
 
 @torch.no_grad()
@@ -25,7 +27,8 @@ def bn_warmup(model: nn.Module, data: ImageData, device: torch.device, seed: int
         m.train()
     seen = 0
     try:
-        for x, _ in data.bn_warmup_batches(batch_size, seed, device, augment=augment):
+        batches = data.bn_warmup_batches(batch_size, seed, device, augment=augment)
+        for x, _ in progress(batches, "BN warmup", total=num_batches(data.num_train, batch_size), unit="batch"):
             model(x)
             seen += x.shape[0]
     finally:

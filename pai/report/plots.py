@@ -12,6 +12,12 @@ from matplotlib.figure import Figure
 from pai.report.tables import CRITERION_ORDER, DENSE, criterion_order, sparsity_label
 
 COLLAPSED_LABEL = "collapsed (≥1 seed)"
+ERROR_BARS = "±1 std over seeds"  # what the accuracy plot's error bars show (said in its legend)
+TICK_PT = 8  # smallest tick-label size, in points at the saved size
+# Markers and line styles cycle with different periods (15 and 4), so criteria that share one still differ in
+# the other, and lines that coincide (snip and fts often do) stay distinguishable.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h", "p", "d", "8", "H")
+LINESTYLES = ("-", "--", "-.", ":")
 
 
 def _colors(names: list[str]) -> dict[str, tuple]:
@@ -27,6 +33,21 @@ def _colors(names: list[str]) -> dict[str, tuple]:
     return out
 
 
+def _slot(name: str, names: list[str]) -> int:
+    """A criterion's fixed position: its index in CRITERION_ORDER, else after them in `names` order."""
+    if name in CRITERION_ORDER:
+        return CRITERION_ORDER.index(name)
+    others = [n for n in names if n not in CRITERION_ORDER]
+    return len(CRITERION_ORDER) + others.index(name)
+
+
+def _styles(names: list[str]) -> dict[str, dict]:
+    """A fixed colour, marker and line style per criterion (matplotlib keyword arguments)."""
+    colors = _colors(names)
+    return {n: {"color": colors[n], "marker": MARKERS[_slot(n, names) % len(MARKERS)],
+                "ls": LINESTYLES[_slot(n, names) % len(LINESTYLES)]} for n in names}
+
+
 def accuracy_figure(summary: pd.DataFrame, title: str) -> Figure:
     """Test accuracy (%) vs sparsity, one line per criterion with ±std error bars; dense as a horizontal line.
 
@@ -37,7 +58,7 @@ def accuracy_figure(summary: pd.DataFrame, title: str) -> Figure:
     levels = sorted(summary["sparsity"].dropna().unique())
     pos = {s: i for i, s in enumerate(levels)}
     names = criterion_order(summary)
-    colors = _colors(names)
+    styles = _styles(names)
     for name in names:
         rows = summary[summary["criterion"] == name]
         if rows["pruner"].iloc[0] == DENSE:
@@ -48,13 +69,13 @@ def accuracy_figure(summary: pd.DataFrame, title: str) -> Figure:
             continue
         rows = rows.sort_values("sparsity")
         ax.errorbar([pos[s] for s in rows["sparsity"]], rows["mean"], yerr=rows["std"].fillna(0.0),
-                    marker="o", ms=4, capsize=3, label=name, color=colors[name])
+                    ms=5, capsize=3, label=name, **styles[name])
     ax.set_xticks(range(len(levels)), [sparsity_label(s) for s in levels])
     ax.set_xlabel("sparsity")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncols=2)
+    ax.legend(fontsize=8, ncols=2, title=f"error bars: {ERROR_BARS}", title_fontsize=8)
     return fig
 
 
@@ -74,13 +95,13 @@ def density_figure(runs: pd.DataFrame, sparsity: float, title: str) -> Figure | 
     fig = Figure(figsize=(max(7.0, 0.22 * len(layers) + 2), 4.8), layout="constrained")
     ax = fig.add_subplot()
     names = criterion_order(at)
-    colors = _colors(names)
+    styles = _styles(names)
     marked = False
     for name in names:
         rows = at[at["criterion"] == name]
         table = pd.DataFrame(list(rows["layer_density"])).reindex(columns=layers)
         mean = table.mean(axis=0).to_numpy()
-        ax.plot(range(len(layers)), mean, marker=".", lw=1, label=name, color=colors[name])
+        ax.plot(range(len(layers)), mean, lw=1, ms=4, label=name, **styles[name])
         collapsed = set().union(*rows["collapsed_layers"]) | set(table.columns[(table == 0).any(axis=0)])
         xs = sorted(idx[c] for c in collapsed if c in idx)
         if xs:
@@ -89,7 +110,7 @@ def density_figure(runs: pd.DataFrame, sparsity: float, title: str) -> Figure | 
             marked = True
     ax.axhline(1.0 - sparsity, color="gray", ls=":", lw=1, label=f"uniform ({1.0 - sparsity:.3g})")
     short = [n.removesuffix(".weight") for n in layers]
-    ax.set_xticks(range(len(layers)), short, rotation=90, fontsize=6)
+    ax.set_xticks(range(len(layers)), short, rotation=90, fontsize=TICK_PT)
     # Log-like axis (densities at high sparsity span decades) that still shows 0 = collapsed, linear below 1e-3.
     ax.set_yscale("symlog", linthresh=1e-3)
     ax.set_ylim(0.0, 1.2)
@@ -113,8 +134,8 @@ def score_time_stats(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def score_time_figure(runs: pd.DataFrame, title: str) -> Figure | None:
-    """Mean scoring time per criterion (bars, ±std over runs that scored, cache hits left out); None when no
-    pruned run scored."""
+    """Mean scoring time per criterion (bars on a log axis, ±std over runs that scored, cache hits left out);
+    None when no pruned run scored."""
     stats = score_time_stats(runs)
     if stats.empty:
         return None
@@ -125,7 +146,8 @@ def score_time_figure(runs: pd.DataFrame, title: str) -> Figure | None:
     ax.bar(range(len(names)), stats["mean"], yerr=stats["std"].fillna(0.0), capsize=3,
            color=[colors[n] for n in names])
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_ylabel("scoring time (s, mean over runs that scored)")
+    ax.set_yscale("log")  # times span 0.01 s to hours: sub-second bars would vanish on a linear axis
+    ax.set_ylabel("scoring time (s, mean over runs that scored, log scale)")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     return fig

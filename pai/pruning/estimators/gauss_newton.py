@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import jacrev, vmap
 
+from pai.progress import progress
 from pai.pruning.estimators.hook_grads import (
     HookGrads,
     check_against,
@@ -103,7 +104,7 @@ def mc_labels(probs: Tensor, num_samples: int, seed: int) -> Tensor:
 def _chunked(obj: Objective, x: Tensor, probs: Tensor, omega: Tensor, path: str, chunk_size: int) -> Grads:
     hooks = HookGrads(obj.model, obj) if path == "hooks" else None
     out = obj.zeros()
-    for i, s in enumerate(range(0, x.shape[0], chunk_size)):
+    for i, s in enumerate(progress(range(0, x.shape[0], chunk_size), "scoring", unit="chunk")):
         sl = slice(s, s + chunk_size)
         if hooks is not None:
             part = _hooks_chunk(obj, hooks, x[sl], probs[sl], omega[sl], check=i == 0)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, vjp, vmap
 
+from pai.progress import over_chunks
 from pai.pruning.estimators.objective import Grads, Objective, grads_of, group_chunks, num_groups, scoring_mode
 from pai.seeding import Stream, make_generator
 
@@ -64,7 +65,7 @@ def hutchinson(model: nn.Module, names: list[str], inputs: Tensor, targets: Tens
         per_group: dict[str, float] = {}  # seconds per group of each path, measured once (fast)
         if path == "fast":
             vmap(grad(lambda t: (t * t).sum()))(torch.zeros(2, 1))  # functorch's one-time setup, not timed
-        for start, stop, b in group_chunks(inputs.shape[0], batch_size, chunk_size):
+        for start, stop, b in over_chunks(group_chunks(inputs.shape[0], batch_size, chunk_size)):
             c = (stop - start) // b
             zs = [probes.draw() for _ in range(c)]
             mode = path if path != "fast" else _pick(per_group)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
+from pai.progress import over_chunks
 from pai.pruning.estimators.hook_grads import HookGrads, hooks_supported, samples_independent, with_vmap_fallback
 from pai.pruning.estimators.objective import Grads, Objective, grads_of, group_chunks, num_groups, scoring_mode
 
@@ -60,7 +61,7 @@ def _moments(obj: Objective, model: nn.Module, x: Tensor, y: Tensor, b: int, pat
     s, q = obj.zeros(), obj.zeros()
     n = x.shape[0]
     hooks = HookGrads(model, obj) if path == "hooks" else None
-    for i, (start, stop, bs) in enumerate(group_chunks(n, b, 1 if path == "loop" else chunk_size)):
+    for i, (start, stop, bs) in enumerate(over_chunks(group_chunks(n, b, 1 if path == "loop" else chunk_size))):
         xc, yc = x[start:stop], y[start:stop]
         if path == "batched":  # each sample weighs 1/(its group's size): the sum of the group-mean losses
             w = obj.leaves()
