@@ -30,6 +30,7 @@ from typing import TypeVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.grad import conv1d_weight, conv2d_weight, conv3d_weight
 from torch.nn.modules.conv import _ConvNd
 
 from pai.pruning.estimators.objective import Grads, Objective
@@ -227,7 +228,7 @@ def grouped_grads(m: _ConvNd, a: Tensor, d: Tensor, c: int, b: int) -> GroupGrad
         a = a.reshape(c, b, cin, *a.shape[2:]).transpose(0, 1).reshape(b, c * cin, *a.shape[2:])
         d = d.reshape(c, b, cout, *d.shape[2:]).transpose(0, 1).reshape(b, c * cout, *d.shape[2:])
     size = (c * cout, *m.weight.shape[1:])
-    conv_weight = (torch.nn.grad.conv1d_weight, torch.nn.grad.conv2d_weight, torch.nn.grad.conv3d_weight)[nd - 1]
+    conv_weight = (conv1d_weight, conv2d_weight, conv3d_weight)[nd - 1]
     out = conv_weight(a, size, d, stride=m.stride, padding=0, dilation=m.dilation, groups=c * m.groups)
     return GroupGrads(out.view(c, *m.weight.shape), 0, m.weight.shape)
 
@@ -276,7 +277,7 @@ def shifted_grads(m: _ConvNd, a: Tensor, d: Tensor, scratch: Scratch) -> GroupGr
     if out[1:] != q[1:]:
         padded = scratch.take("deltas", (n, cout, out[0], *q[1:]), d)
         padded.zero_()
-        padded[(..., *(slice(0, o) for o in out))].copy_(d)
+        _narrowed(padded, [0] * nd, out).copy_(d)
         d = padded
     d = d.reshape(n, cout, -1)
     length = d.shape[2]
@@ -299,13 +300,20 @@ def _write_phases(m: _ConvNd, a: Tensor, q: list[int], dest: Tensor) -> None:
         dest = dest.view(n, cin, *q)
         dest.zero_()
         lo = [pad[2 * (nd - 1 - i)] for i in range(nd)]
-        dest[(..., *(slice(lo[i], lo[i] + a.shape[2 + i]) for i in range(nd)))].copy_(a)
+        _narrowed(dest, lo, a.shape[2:]).copy_(a)
         return
     if any(pad):
         a = F.pad(a, pad, mode="constant" if m.padding_mode == "zeros" else m.padding_mode)
     a = F.pad(a, [v for i in reversed(range(nd)) for v in (0, q[i] * s[i] - a.shape[2 + i])])
     a = a.view(n, cin, *[v for i in range(nd) for v in (q[i], s[i])])
     dest.view(n, cin, *s, *q).copy_(a.permute(0, 1, *[3 + 2 * i for i in range(nd)], *[2 + 2 * i for i in range(nd)]))
+
+
+def _narrowed(t: Tensor, starts: Sequence[int], sizes: Sequence[int]) -> Tensor:
+    """The view of t's spatial dims (2, 3, ...) from `starts`, `sizes` long."""
+    for i, (start, size) in enumerate(zip(starts, sizes, strict=True)):
+        t = t.narrow(2 + i, start, size)
+    return t
 
 
 class Scratch:

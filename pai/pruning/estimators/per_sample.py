@@ -87,11 +87,9 @@ def _moments(obj: Objective, model: nn.Module, x: Tensor, y: Tensor, b: int, pat
             per_group = _loop_grads(obj, xc, yc) if path == "loop" else _vmap_grads(obj, xc, yc, bs)
             cs = {k: v.sum(0) for k, v in per_group.items()} if mean else None
             cq = {k: v.square_().sum(0) for k, v in per_group.items()} if squares else None  # temporaries
-        for k in s:
-            if mean:
-                s[k] += cs[k]
-            if squares:
-                q[k] += cq[k]
+        for total, part in ((s, cs), (q, cq)):
+            for k, v in (part or {}).items():
+                total[k] += v
     return s, q
 
 
