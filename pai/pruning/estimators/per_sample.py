@@ -47,7 +47,7 @@ def gradient_moments(model: nn.Module, names: list[str], inputs: Tensor, targets
     with scoring_mode(model):
         obj = Objective(model, names, temperature)
         if path == "fast":
-            path = _fast_path(model, names, squares)
+            path = fast_path(model, names, squares)
         if path == "batched" and squares:
             raise ValueError("path='batched' gives only the mean gradient; squared gradients need another path")
         sums = with_vmap_fallback(
@@ -58,7 +58,8 @@ def gradient_moments(model: nn.Module, names: list[str], inputs: Tensor, targets
         return g, ({k: v / groups for k, v in sums[1].items()} if squares else None)
 
 
-def _fast_path(model: nn.Module, names: list[str], squares: bool) -> str:
+def fast_path(model: nn.Module, names: list[str], squares: bool) -> str:
+    """The path `fast` takes (before any fallback of the hooks to vmap)."""
     if not samples_independent(model):
         return "vmap"
     if not squares:
