@@ -218,9 +218,12 @@ def grouped_grads(m: _ConvNd, a: Tensor, d: Tensor, c: int, b: int) -> GroupGrad
     """A convolution's group gradients as the weight gradient of one convolution whose groups are the c groups
     of samples (channels folded: (b, c·C_in, ...) input, (c·C_out, C_in/groups, *k) weight)."""
     nd = a.dim() - 2
-    pad = m._reversed_padding_repeated_twice
-    if any(pad):  # padded here: 'same' can be asymmetric, and the padding mode may not be zeros
+    pad = m._reversed_padding_repeated_twice  # (last dim left, last dim right, ...)
+    padding = [pad[2 * (nd - 1 - i)] for i in range(nd)]
+    if m.padding_mode != "zeros" or any(pad[2 * i] != pad[2 * i + 1] for i in range(nd)):
+        # padded here: 'same' can be asymmetric, and the padding mode may not be zeros
         a = F.pad(a, pad, mode="constant" if m.padding_mode == "zeros" else m.padding_mode)
+        padding = [0] * nd
     cin, cout = a.shape[1], d.shape[1]
     if b == 1:
         a, d = a.reshape(1, c * cin, *a.shape[2:]), d.reshape(1, c * cout, *d.shape[2:])
@@ -229,7 +232,7 @@ def grouped_grads(m: _ConvNd, a: Tensor, d: Tensor, c: int, b: int) -> GroupGrad
         d = d.reshape(c, b, cout, *d.shape[2:]).transpose(0, 1).reshape(b, c * cout, *d.shape[2:])
     size = (c * cout, *m.weight.shape[1:])
     conv_weight = (conv1d_weight, conv2d_weight, conv3d_weight)[nd - 1]
-    out = conv_weight(a, size, d, stride=m.stride, padding=0, dilation=m.dilation, groups=c * m.groups)
+    out = conv_weight(a, size, d, stride=m.stride, padding=padding, dilation=m.dilation, groups=c * m.groups)
     return GroupGrads(out.view(c, *m.weight.shape), 0, m.weight.shape)
 
 
