@@ -44,8 +44,8 @@ from pai.models.he_resnet import resnet20  # noqa: E402
 from pai.pruning import make_masks, prunable_weights  # noqa: E402
 from pai.pruning.criteria.base import Criterion, hessian_parameters  # noqa: E402
 from pai.pruning.estimators import Objective, hutchinson  # noqa: E402
-from pai.pruning.estimators import hutchinson as hutchinson_estimator  # noqa: E402
 from pai.pruning.estimators.hook_grads import hooks_supported  # noqa: E402
+from pai.pruning.estimators.hutchinson import fast_path as hutchinson_path  # noqa: E402
 from pai.pruning.estimators.per_sample import fast_path as per_sample_path  # noqa: E402
 
 try:
@@ -140,7 +140,7 @@ def resolved_path(code: str, crit: Criterion, model: torch.nn.Module) -> str:
         return "hooks" if hooks_supported(model, names) else "vmap"
     if code in HUTCH:
         differentiated = hessian_parameters(model, crit.hessian_params)
-        return hutchinson_estimator.fast_path(Objective(model, differentiated).weights)
+        return hutchinson_path(Objective(model, differentiated).weights)
     return "-"
 
 
