@@ -188,6 +188,64 @@ def test_hook_gradients_for_conv_variants(conv):
         rel_close(got[1], ref[1], 1e-10)
 
 
+CONV_FORMS = [
+    nn.Conv2d(3, 5, 3, padding=1),
+    nn.Conv2d(3, 5, 3, stride=2, padding=1, bias=False),
+    nn.Conv2d(3, 5, 1, stride=2),
+    nn.Conv2d(3, 4, (3, 2), stride=(2, 3), padding=(2, 1), dilation=(2, 1), padding_mode="reflect"),
+    nn.Conv2d(3, 4, (3, 1), padding="same", padding_mode="circular"),
+    nn.Conv2d(3, 4, 2, padding="same"),  # asymmetric padding
+    nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2),
+    nn.Conv1d(3, 4, 5, stride=2, padding=2, dilation=2),
+    nn.Conv3d(2, 3, 3, stride=(1, 2, 2), padding=1),
+]
+
+
+@pytest.mark.parametrize("conv", CONV_FORMS, ids=repr)
+def test_every_conv_form_gives_the_per_sample_gradients(conv):
+    """The grouped-convolution, shifted-slice and patch forms of a layer's per-group weight gradients against
+    autograd, one group at a time, for groups of 1 and 2 samples (the shifted form: 1 sample, groups=1)."""
+    from pai.pruning.estimators.hook_grads import Scratch, grouped_grads, patch_grads, shifted_grads
+
+    conv = conv.double()
+    nd = conv.weight.dim() - 2
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(6, conv.in_channels, *([9] * nd), generator=g, dtype=torch.float64)
+    d = torch.randn(conv(a).shape, generator=g, dtype=torch.float64)
+    for b in (1, 2):
+        want = torch.stack([torch.autograd.grad((conv(a[i:i + b]) * d[i:i + b]).sum(), conv.weight)[0]
+                            for i in range(0, 6, b)])
+        forms = {"grouped": grouped_grads(conv, a, d, 6 // b, b), "patches": patch_grads(conv, a, d, 6 // b, b,
+                                                                                         Scratch())}
+        if b == 1 and conv.groups == 1:
+            forms["shifted"] = shifted_grads(conv, a, d, Scratch())
+        for form, got in forms.items():
+            torch.testing.assert_close(got.reduce(got.values), want.sum(0), rtol=1e-10, atol=1e-12, msg=form)
+            torch.testing.assert_close(got.reduce(got.values.square_()), want.square().sum(0), rtol=1e-10,
+                                       atol=1e-12, msg=form)
+
+
+@pytest.mark.parametrize("form", ["grouped", "shifted", "patches"])
+def test_hooks_equal_the_loop_whichever_conv_form_the_layers_take(form, monkeypatch):
+    """The layer-shape rule picks a form per layer (tiny layers: grouped); here every layer takes the form
+    under test where it can, through the whole hooks path (sums, squares, layouts, groups of 1 and 3)."""
+    import pai.pruning.estimators.hook_grads as hook_grads
+
+    monkeypatch.setattr(hook_grads, "MAX_GROUPED_WEIGHTS", 10**9 if form == "grouped" else 0)
+    monkeypatch.setattr(hook_grads, "MAX_SHIFT_WASTE", float("inf") if form == "shifted" else 0.0)
+    net = small_net()
+    x, y = batch(7)
+    names = list(Criterion.weights(net))
+    for b in (1, 3):
+        ref = gradient_moments(net, names, x, y, batch_size=b, path="loop")
+        got = gradient_moments(net, names, x, y, batch_size=b, path="hooks", chunk_size=2)
+        rel_close(got[0], ref[0], 1e-10)
+        rel_close(got[1], ref[1], 1e-10)
+        squares_only = gradient_moments(net, names, x, y, batch_size=b, path="hooks", chunk_size=2, mean=False)
+        assert squares_only[0] is None
+        rel_close(squares_only[1], ref[1], 1e-10)
+
+
 def test_hook_gradients_for_conv1d_and_sequence_linear():
     class Seq(nn.Module):
         def __init__(self):

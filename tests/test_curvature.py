@@ -3,6 +3,9 @@ and the probes and sample groups they share."""
 
 from __future__ import annotations
 
+import random
+import time
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,7 +15,14 @@ from torch.func import functional_call
 
 from pai.pruning.criteria.base import Criterion
 from pai.pruning.criteria.grasp import GraSP
-from pai.pruning.estimators import RademacherProbes, group_chunks, hessian_gradient_product, hutchinson
+from pai.pruning.estimators import (
+    Objective,
+    RademacherProbes,
+    group_chunks,
+    hessian_gradient_product,
+    hutchinson,
+)
+from pai.pruning.estimators.hutchinson import VMAP_MAX_CPU_PARAMETERS, fast_path
 from pai.pruning.mask_calculator import kept_count, select_masks
 
 
@@ -86,10 +96,55 @@ def test_hutchinson_paths_draw_the_same_probes(batch_size):
     g1, h1 = hutchinson(net, names, x, y, path="vmap", chunk_size=3, **kw)
     torch.testing.assert_close(flat(h1), flat(h0), rtol=1e-9, atol=1e-9 * float(flat(h0).abs().max()))
     torch.testing.assert_close(flat(g1), flat(g0), rtol=1e-9, atol=0)
-    _, h3 = hutchinson(net, names, x, y, path="fast", chunk_size=2, **kw)  # mixes vmap and loop chunks
+    _, h3 = hutchinson(net, names, x, y, path="fast", chunk_size=2, **kw)
     torch.testing.assert_close(flat(h3), flat(h0), rtol=1e-9, atol=1e-9 * float(flat(h0).abs().max()))
     _, h2 = hutchinson(net, names, x, y, path="vmap", **{**kw, "seed": 10})
     assert not torch.allclose(flat(h2), flat(h0))
+
+
+CLOCKS = ("perf_counter", "perf_counter_ns", "monotonic", "monotonic_ns", "time", "time_ns", "process_time",
+          "process_time_ns", "thread_time", "thread_time_ns")
+
+
+def test_hutchinson_fast_does_not_depend_on_timing(monkeypatch):
+    """fast gives bit-identical scores whatever the clocks say: each run sees clocks on which every interval
+    looks either instant or endless, at random, so a path chosen by timing (vmap and the loop differ in the last
+    bits in float32) would change the scores between runs."""
+    net = tiny_net().float()
+    x, y = tiny_data(8)
+    x = x.float()
+    names = list(Criterion.weights(net))
+    kw = dict(temperature=200.0, batch_size=1, num_probes=3, seed=4, chunk_size=2)
+    loop = hutchinson(net, names, x, y, path="loop", **kw)[1]
+    vmapped = hutchinson(net, names, x, y, path="vmap", **kw)[1]
+    assert not all(torch.equal(loop[n], vmapped[n]) for n in names)  # else this test could not see a switch
+    runs = []
+    for clock_seed in range(6):
+        rng = random.Random(clock_seed)
+        now = [1.0]
+
+        def clock(rng=rng, now=now):
+            now[0] += rng.choice([1e-9, 1e4])
+            return now[0]
+
+        with monkeypatch.context() as m:
+            for name in CLOCKS:
+                m.setattr(time, name, (lambda c=clock: int(c() * 1e9)) if name.endswith("_ns") else clock)
+            runs.append((fast_path(dict(Objective(net, names).weights)), hutchinson(net, names, x, y, **kw)[1]))
+    for path, h in runs:
+        assert path == runs[0][0] == "vmap"  # a small net on the CPU
+        assert all(torch.equal(h[n], vmapped[n]) for n in names)
+
+
+def test_hutchinson_fast_path_rule():
+    """vmap off the CPU and for small nets on it; the loop on a CPU above VMAP_MAX_CPU_PARAMETERS (where the
+    vmapped HVPs are slower than the loop)."""
+    def weights(numel: int, device: str = "cpu") -> dict[str, torch.Tensor]:
+        return {"a.weight": torch.empty(1, device=device).expand(numel), "b.weight": torch.empty(3, device=device)}
+
+    assert fast_path(weights(VMAP_MAX_CPU_PARAMETERS - 3)) == "vmap"
+    assert fast_path(weights(VMAP_MAX_CPU_PARAMETERS - 2)) == "loop"
+    assert fast_path(weights(VMAP_MAX_CPU_PARAMETERS, device="meta")) == "vmap"
 
 
 def test_exact_hutchinson_mean_gradient():

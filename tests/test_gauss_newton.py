@@ -127,6 +127,26 @@ def test_fast_paths_equal_the_loop(code, batch_size):
         rel_close(fast, loop, 1e-8)
 
 
+def test_fisher_mc_with_one_draw_takes_one_backward_per_chunk(monkeypatch):
+    """One label per sample: the hooks take one batched backward per chunk (each sample's own label), not one
+    per class; and still equal the loop."""
+    import pai.pruning.estimators.gauss_newton as gauss_newton
+
+    calls = []
+    original = gauss_newton.HookGrads.from_deltas
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(gauss_newton.HookGrads, "from_deltas", counted)
+    net = small_net()
+    x, y = batch(7)
+    fast = make_criterion("fisher_mc", path="hooks", chunk_size=3, seed=2).score(net, x, y)
+    assert len(calls) == 4  # chunks: the self-check's first sample, then 2, 3 and 1 samples
+    rel_close(fast, make_criterion("fisher_mc", path="loop", seed=2).score(net, x, y), 1e-8)
+
+
 def test_fast_equals_loop_in_float32():
     net = small_net(dtype=torch.float32)
     x, y = batch(6, dtype=torch.float32)

@@ -23,6 +23,7 @@ class _MeanGradient(SampleCriterion):
         g, _ = gradient_moments(model, list(weights), inputs, targets, temperature=self.temperature,
                                 batch_size=self.score_batch_size, path=self.path, chunk_size=self.chunk_size,
                                 squares=False)
+        assert g is not None  # mean=True
         return {n: w.detach() for n, w in weights.items()}, g
 
 

@@ -20,10 +20,11 @@ from pai.pruning.estimators import gradient_moments
 class _Fisher(SecondOrderCriterion):
     paths = ("fast", "hooks", "vmap", "loop")
 
-    def moments(self, model: nn.Module, inputs: Tensor, targets: Tensor, gradient: bool) -> tuple[Scores, Scores]:
+    def moments(self, model: nn.Module, inputs: Tensor, targets: Tensor,
+                gradient: bool) -> tuple[Scores | None, Scores]:
         g, fisher = gradient_moments(model, list(self.weights(model)), inputs, targets,
                                      temperature=self.temperature, batch_size=self.score_batch_size,
-                                     path=self.path, chunk_size=self.chunk_size)
+                                     path=self.path, chunk_size=self.chunk_size, mean=gradient)
         assert fisher is not None
         return g, fisher
 

@@ -4,9 +4,10 @@ logits by T = 200 for all three (and for g_T in HTS).
 
 vmap = vmapped per-group Hessian-vector products with the loop's very probes: the same estimator, not only the
 same expectation, so its variance is the reference's, per coordinate Σ_i Σ_{l≠j} (H_i)_jl² / (N² · num_probes)
-(tests/test_curvature.py checks both paths against it); `loop` is the batch-1 reference; fast times both on the
-first groups and keeps the faster (pai.pruning.estimators.hutchinson). Probes come from their
-own stream seeded by `seed`. That variance is large: on ResNet-20 with N = 100 and 10 probes, two probe seeds
+(tests/test_curvature.py checks both paths against it); `loop` is the batch-1 reference; fast takes one of the
+two by a fixed rule, never by timing (vmap, or on a CPU the loop above 2 M differentiated parameters:
+pai.pruning.estimators.hutchinson.fast_path), so a config gives the same scores under any load. Probes come from
+their own stream seeded by `seed`. That variance is large: on ResNet-20 with N = 100 and 10 probes, two probe seeds
 give H_d estimates about as different as two unrelated vectors (benchmarks/results/scoring_cpu.md), and
 against the exact diagonal (pai.pruning.criteria.gauss_newton) H_d at T = 200 is mostly probe noise
 (docs/curvature-noise.md).

@@ -19,10 +19,12 @@ per-sample gradients with the same weights, so it estimates this very diagonal f
 
 Paths, equal up to rounding (the tests check): `loop` = batch-1 autograd, one backward per (sample, class) or,
 for the Monte-Carlo estimate, per (sample, draw) of the cross-entropy with the drawn label, the oracle;
-`hooks` = one batched forward per chunk and one batched backward per class whose per-sample weight gradients
-come from the layers' saved inputs and output gradients (estimators.hook_grads); `vmap` = `vmap(jacrev)` over
-the samples of a chunk and all classes at once (memory ~ chunk_size × classes × weights); `fast` = hooks where
-they apply, else vmap.
+`hooks` = one batched forward per chunk and one batched backward per round whose per-sample weight gradients
+come from the layers' saved inputs and output gradients (estimators.hook_grads): a round takes one class of
+positive weight per sample, so the exact GGN costs one backward per class and the Monte-Carlo estimate one per
+distinct label drawn for a sample (the softmax comes from the chunk's own forward: no separate pass); `vmap` =
+`vmap(jacrev)` over the samples of a chunk and all classes at once (memory ~ chunk_size × classes × weights);
+`fast` = hooks where they apply, else vmap.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import jacrev, vmap
 
-from pai.progress import progress
+from pai.progress import over_chunks, progress
 from pai.pruning.estimators.hook_grads import (
     HookGrads,
     check_against,
+    check_chunk_first,
     hooks_supported,
     outputs,
     samples_independent,
@@ -60,17 +63,21 @@ def ggn_diagonal(model: nn.Module, names: list[str], inputs: Tensor, targets: Te
         obj = Objective(model, names, temperature)
         n = inputs.shape[0]
         weights = sample_weights(n, batch_size, inputs)
-        probs = predictive(obj, inputs, chunk_size)
-        labels = mc_labels(probs, num_samples, seed) if num_samples else None
-        if path == "loop":
-            return _loop(obj, inputs, weights, labels)
-        # omega[i, c]: the weight of (∂u_ic/∂θ)², the sample's weight times p_c or the draws' frequency of c
-        freq = probs if labels is None else F.one_hot(labels, probs.shape[1]).sum(1).to(probs) / labels.shape[1]
-        omega = weights[:, None] * freq
+        uniforms = mc_uniforms(n, num_samples, seed) if num_samples else None
+
+        def compute(p: str) -> Grads:
+            if p == "hooks":  # takes softmax(logits / T) from its own forward: no separate predictive pass
+                return _hooks(obj, inputs, weights, uniforms, chunk_size)
+            probs = predictive(obj, inputs, chunk_size)
+            labels = labels_from(probs, uniforms) if uniforms is not None else None
+            if p == "loop":
+                return _loop(obj, inputs, weights, labels)
+            return _vmap(obj, inputs, probs, _omega(weights, probs, labels), chunk_size)
+
         requested = path
         if path == "fast":
             path = "hooks" if hooks_supported(model, names) else "vmap"
-        return with_vmap_fallback(lambda p: _chunked(obj, inputs, probs, omega, p, chunk_size), path, requested)
+        return with_vmap_fallback(compute, path, requested)
 
 
 def sample_weights(n: int, batch_size: int, like: Tensor) -> Tensor:
@@ -94,22 +101,45 @@ def predictive(obj: Objective, inputs: Tensor, chunk_size: int) -> Tensor:
 def mc_labels(probs: Tensor, num_samples: int, seed: int) -> Tensor:
     """(n, num_samples) labels drawn from each row of `probs` by inverse CDF of uniforms from a CPU generator
     seeded by `seed`: the draws are the same on every path and device (up to rounding of the CDF)."""
+    return labels_from(probs, mc_uniforms(probs.shape[0], num_samples, seed))
+
+
+def mc_uniforms(n: int, num_samples: int, seed: int) -> Tensor:
+    """(n, num_samples) float64 uniforms on the CPU, row i for sample i, from their own seeded stream."""
     gen = make_generator(Stream.FISHER_MC_LABELS, seed)
-    u = torch.rand(probs.shape[0], num_samples, generator=gen, dtype=torch.float64)
+    return torch.rand(n, num_samples, generator=gen, dtype=torch.float64)
+
+
+def labels_from(probs: Tensor, uniforms: Tensor) -> Tensor:
+    """The labels whose CDF interval (from each row of `probs`) holds each row's uniforms."""
     cdf = probs.detach().double().cpu().cumsum(1)
-    labels = torch.searchsorted(cdf, u, right=True).clamp_max_(probs.shape[1] - 1)
+    labels = torch.searchsorted(cdf, uniforms, right=True).clamp_max_(probs.shape[1] - 1)
     return labels.to(probs.device)
 
 
-def _chunked(obj: Objective, x: Tensor, probs: Tensor, omega: Tensor, path: str, chunk_size: int) -> Grads:
-    hooks = HookGrads(obj.model, obj) if path == "hooks" else None
+def _omega(weights: Tensor, probs: Tensor, labels: Tensor | None) -> Tensor:
+    """omega[i, c]: the weight of (∂u_ic/∂θ)², the sample's weight times p_c or the draws' frequency of c."""
+    freq = probs if labels is None else F.one_hot(labels, probs.shape[1]).sum(1).to(probs) / labels.shape[1]
+    return weights[:, None] * freq
+
+
+def _vmap(obj: Objective, x: Tensor, probs: Tensor, omega: Tensor, chunk_size: int) -> Grads:
     out = obj.zeros()
-    for i, s in enumerate(progress(range(0, x.shape[0], chunk_size), "scoring", unit="chunk")):
-        sl = slice(s, s + chunk_size)
-        if hooks is not None:
-            part = _hooks_chunk(obj, hooks, x[sl], probs[sl], omega[sl], check=i == 0)
-        else:
-            part = _vmap_chunk(obj, x[sl], probs[sl], omega[sl])
+    for s in progress(range(0, x.shape[0], chunk_size), "scoring", unit="chunk"):
+        part = _vmap_chunk(obj, x[s:s + chunk_size], probs[s:s + chunk_size], omega[s:s + chunk_size])
+        for k in out:
+            out[k] += part[k]
+    return out
+
+
+def _hooks(obj: Objective, x: Tensor, weights: Tensor, uniforms: Tensor | None, chunk_size: int) -> Grads:
+    hooks = HookGrads(obj.model, obj)
+    n = x.shape[0]
+    out = obj.zeros()
+    chunks = check_chunk_first([(s, min(s + chunk_size, n), 1) for s in range(0, n, chunk_size)])
+    for i, (s, e, _) in enumerate(over_chunks(chunks)):
+        part = _hooks_chunk(obj, hooks, x[s:e], weights[s:e], None if uniforms is None else uniforms[s:e],
+                            check=i == 0)
         for k in out:
             out[k] += part[k]
     return out
@@ -120,21 +150,29 @@ def _factors(obj: Objective, z: Tensor, p: Tensor) -> Tensor:
     return (z - (p * z).sum(-1, keepdim=True)) / obj.temperature
 
 
-def _hooks_chunk(obj: Objective, hooks: HookGrads, x: Tensor, p: Tensor, omega: Tensor, check: bool) -> Grads:
-    """One forward, then per class one batched backward of Σ_i √ω_ic u_ic: samples are independent, so the
-    per-sample weight gradients the hooks form are √ω_ic ∂u_ic/∂θ and their squares sum to the chunk's share."""
+def _hooks_chunk(obj: Objective, hooks: HookGrads, x: Tensor, weights: Tensor, uniforms: Tensor | None,
+                 check: bool) -> Grads:
+    """One forward, then rounds of one batched backward each: round r backpropagates Σ_i √ω_ic u_ic with c the
+    r-th class of positive weight ω of sample i (zero weight when a sample has fewer). Samples are independent,
+    so the per-sample weight gradients the hooks form are √ω_ic ∂u_ic/∂θ and their squares sum to the chunk's
+    share. The exact GGN takes one round per class; the Monte-Carlo estimate one per distinct label drawn for
+    a sample (one round for one draw per sample)."""
     w = obj.leaves()
     z, records = hooks.record(lambda: obj.logits(w, x))
+    p = torch.softmax(z.detach() / obj.temperature, dim=1)
     u = _factors(obj, z, p)
+    omega = _omega(weights, p, None if uniforms is None else labels_from(p, uniforms))
+    order = torch.argsort(omega, dim=1, descending=True, stable=True)
+    rounds = int((omega > 0).sum(1).max())
     outs = outputs(records)
-    classes = [c for c in range(u.shape[1]) if bool((omega[:, c] > 0).any())]
     out = obj.zeros()
-    for j, c in enumerate(classes):
-        f = (omega[:, c].sqrt() * u[:, c]).sum()
-        first = check and j == 0  # also autograd's batched weight gradient, to catch layers the hooks miss
-        got = torch.autograd.grad(f, outs + (list(w.values()) if first else []), retain_graph=j < len(classes) - 1,
+    for r in range(rounds):
+        c = order[:, r:r + 1]
+        f = (omega.gather(1, c).sqrt() * u.gather(1, c)).sum()
+        first = check and r == 0  # also autograd's batched weight gradient, to catch layers the hooks miss
+        got = torch.autograd.grad(f, outs + (list(w.values()) if first else []), retain_graph=r < rounds - 1,
                                   allow_unused=True)
-        sums, sqs = hooks.from_deltas(records, got[: len(outs)], x.shape[0], 1, True)
+        sums, sqs = hooks.from_deltas(records, got[: len(outs)], x.shape[0], 1, sums=first, squares=True)
         if first:
             check_against(sums, dict(zip(w, got[len(outs):], strict=True)))
         for k in out:

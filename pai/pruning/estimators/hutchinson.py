@@ -3,11 +3,16 @@ z of z ⊙ (H z), where H is the Hessian of a group's mean loss (E[z_i z_j] = δ
 
 Paths, equal up to rounding: `loop` (batch-1 reference: one graph per group, one HVP per probe) and `vmap`
 (vmapped over groups and their probes, reverse-over-reverse). Both draw the same probes for the same group.
+
+`fast` picks one of them by a fixed rule (`fast_path`), never by timing, so a config gives the same estimate
+under any load: vmap on an accelerator (the batch-1 loop is launch-bound there), and on a CPU vmap up to
+VMAP_MAX_CPU_PARAMETERS differentiated parameters, the loop above. On a CPU the vmapped HVPs of wide
+convolutions are slower than the loop; measured per group (one thread, 10 probes; benchmarks/scoring.py gives the
+whole-criterion ratios): loop/vmap time 1.58 on ResNet-20 (0.27 M parameters), 1.12 at width ×2 (1.1 M), 0.78
+at width ×4 (4.3 M), 0.67 on ResNet-18 (11.2 M).
 """
 
 from __future__ import annotations
-
-import time
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +21,10 @@ from torch.func import grad, vjp, vmap
 from pai.progress import over_chunks
 from pai.pruning.estimators.objective import Grads, Objective, grads_of, group_chunks, num_groups, scoring_mode
 from pai.seeding import Stream, make_generator
+
+# On a CPU fast takes vmap up to this many differentiated parameters, the loop above (between ResNet-20 at
+# width ×2, where vmap is 1.12× faster, and ×4, where it is 0.78× as fast).
+VMAP_MAX_CPU_PARAMETERS = 2_000_000
 
 
 class RademacherProbes:
@@ -54,28 +63,23 @@ def hutchinson(model: nn.Module, names: list[str], inputs: Tensor, targets: Tens
 
     loop: batch-1 reference (one graph per group, one HVP per probe). vmap: vmapped over `chunk_size` groups
     and their probes (reverse-over-reverse: one gradient graph per group, the probes batched through it).
-    Both draw the same probes for the same group, so they give the same estimate up to rounding, and fast can
-    mix them: it times one chunk of groups on each and keeps the faster (vmap on small nets such as ResNet-20;
-    on a CPU the loop on ResNet-18, where vmapped HVPs of large convolutions are slow and memory-hungry).
+    Both draw the same probes for the same group, so they give the same estimate up to rounding; fast is
+    `fast_path`'s choice of the two.
     """
     with scoring_mode(model):
         obj = Objective(model, names, temperature)
+        if path == "fast":
+            path = fast_path(obj.weights)
         probes = RademacherProbes(obj.weights, num_probes, seed)
         g_sum, h_sum = obj.zeros(), obj.zeros()
-        per_group: dict[str, float] = {}  # seconds per group of each path, measured once (fast)
-        if path == "fast":
-            vmap(grad(lambda t: (t * t).sum()))(torch.zeros(2, 1))  # functorch's one-time setup, not timed
         for start, stop, b in over_chunks(group_chunks(inputs.shape[0], batch_size, chunk_size)):
             c = (stop - start) // b
             zs = [probes.draw() for _ in range(c)]
-            mode = path if path != "fast" else _pick(per_group)
-            t0 = _now(inputs)
-            if mode == "loop":
+            if path == "loop":
                 parts = [_loop_group(obj, inputs[start + j * b:start + (j + 1) * b],
                                      targets[start + j * b:start + (j + 1) * b], zs[j]) for j in range(c)]
             else:
                 parts = [_vmap_groups(obj, inputs[start:stop], targets[start:stop], b, zs)]
-            per_group.setdefault(mode, (_now(inputs) - t0) / c)
             for g, h in parts:
                 for k in g_sum:
                     g_sum[k] += g[k]
@@ -84,17 +88,13 @@ def hutchinson(model: nn.Module, names: list[str], inputs: Tensor, targets: Tens
         return {k: v / groups for k, v in g_sum.items()}, {k: v / (groups * num_probes) for k, v in h_sum.items()}
 
 
-def _pick(per_group: dict[str, float]) -> str:
-    for mode in ("vmap", "loop"):  # time each once, then keep the faster
-        if mode not in per_group:
-            return mode
-    return min(per_group, key=per_group.__getitem__)
-
-
-def _now(like: Tensor) -> float:
-    if like.is_cuda:
-        torch.cuda.synchronize(like.device)
-    return time.perf_counter()
+def fast_path(weights: Grads) -> str:
+    """The path `fast` takes for these differentiated parameters: `vmap` off the CPU; on a CPU `vmap` up to
+    VMAP_MAX_CPU_PARAMETERS parameters in all, else `loop` (see the module docstring for the measurements)."""
+    first = next(iter(weights.values()))
+    if first.device.type != "cpu":
+        return "vmap"
+    return "vmap" if sum(w.numel() for w in weights.values()) <= VMAP_MAX_CPU_PARAMETERS else "loop"
 
 
 def _loop_group(obj: Objective, x: Tensor, y: Tensor, z: Grads) -> tuple[Grads, Grads]:

@@ -7,8 +7,9 @@ batch"; 1 = per-sample). Paths, all giving the same numbers up to rounding:
 - vmap: `torch.func.vmap(grad(...))` over `chunk_size` groups at once.
 - hooks: one batched forward/backward per chunk that returns only the layers' output gradients δ; each group's
   weight gradient is then formed from the saved layer inputs a (Linear: Σ δᵀa; Conv: δ times the input
-  patches), as BackPACK does. On a CPU this is the fastest: about one batched forward+backward on ResNet-18,
-  where vmap is slower than the loop (benchmarks/results/scoring_cpu.md).
+  patches, see hook_grads), as BackPACK does. On a CPU this is the fastest: about one batched forward+backward
+  on ResNet-18, where vmap is slower than the loop (benchmarks/results/scoring_cpu.md). Its self-check
+  (autograd's batched weight gradient against the hooks' sum) runs on the first group alone.
 - batched (only when F is not needed): g is linear in the samples, so one weighted batched backward gives it.
 - fast: batched without squares; else hooks, falling back to vmap when the model has a layer the hooks do not
   handle or their self-check (first chunk vs. autograd's batched gradient) fails.
@@ -22,7 +23,13 @@ from torch import Tensor, nn
 from torch.func import grad, vmap
 
 from pai.progress import over_chunks
-from pai.pruning.estimators.hook_grads import HookGrads, hooks_supported, samples_independent, with_vmap_fallback
+from pai.pruning.estimators.hook_grads import (
+    HookGrads,
+    check_chunk_first,
+    hooks_supported,
+    samples_independent,
+    with_vmap_fallback,
+)
 from pai.pruning.estimators.objective import Grads, Objective, grads_of, group_chunks, num_groups, scoring_mode
 
 PATHS = ("fast", "hooks", "vmap", "loop", "batched")
@@ -30,25 +37,30 @@ PATHS = ("fast", "hooks", "vmap", "loop", "batched")
 
 def gradient_moments(model: nn.Module, names: list[str], inputs: Tensor, targets: Tensor, *,
                      temperature: float = 1.0, batch_size: int = 1, path: str = "fast", chunk_size: int = 32,
-                     squares: bool = True) -> tuple[Grads, Grads | None]:
-    """(g, F): mean over groups of the group gradient and, when `squares`, of its elementwise square."""
+                     squares: bool = True, mean: bool = True) -> tuple[Grads | None, Grads | None]:
+    """(g, F): mean over groups of the group gradient (None unless `mean`) and, when `squares`, of its
+    elementwise square (else None). Leaving out g saves the hooks path a pass over the per-sample gradients."""
     if path not in PATHS:
         raise ValueError(f"path={path!r} must be one of {PATHS}")
+    if not (squares or mean):
+        raise ValueError("gradient_moments needs squares or mean")
     requested = path
     with scoring_mode(model):
         obj = Objective(model, names, temperature)
         if path == "fast":
-            path = _fast_path(model, names, squares)
+            path = fast_path(model, names, squares)
         if path == "batched" and squares:
             raise ValueError("path='batched' gives only the mean gradient; squared gradients need another path")
         sums = with_vmap_fallback(
-            lambda p: _moments(obj, model, inputs, targets, batch_size, p, chunk_size, squares), path, requested)
+            lambda p: _moments(obj, model, inputs, targets, batch_size, p, chunk_size, squares, mean), path,
+            requested)
         groups = num_groups(inputs.shape[0], batch_size)
-        g = {k: v / groups for k, v in sums[0].items()}
+        g = {k: v / groups for k, v in sums[0].items()} if mean else None
         return g, ({k: v / groups for k, v in sums[1].items()} if squares else None)
 
 
-def _fast_path(model: nn.Module, names: list[str], squares: bool) -> str:
+def fast_path(model: nn.Module, names: list[str], squares: bool) -> str:
+    """The path `fast` takes (before any fallback of the hooks to vmap)."""
     if not samples_independent(model):
         return "vmap"
     if not squares:
@@ -57,11 +69,14 @@ def _fast_path(model: nn.Module, names: list[str], squares: bool) -> str:
 
 
 def _moments(obj: Objective, model: nn.Module, x: Tensor, y: Tensor, b: int, path: str, chunk_size: int,
-             squares: bool) -> tuple[Grads, Grads]:
+             squares: bool, mean: bool) -> tuple[Grads, Grads]:
     s, q = obj.zeros(), obj.zeros()
     n = x.shape[0]
     hooks = HookGrads(model, obj) if path == "hooks" else None
-    for i, (start, stop, bs) in enumerate(over_chunks(group_chunks(n, b, 1 if path == "loop" else chunk_size))):
+    chunks = group_chunks(n, b, 1 if path == "loop" else chunk_size)
+    if hooks is not None:
+        chunks = check_chunk_first(chunks)
+    for i, (start, stop, bs) in enumerate(over_chunks(chunks)):
         xc, yc = x[start:stop], y[start:stop]
         if path == "batched":  # each sample weighs 1/(its group's size): the sum of the group-mean losses
             w = obj.leaves()
@@ -69,15 +84,14 @@ def _moments(obj: Objective, model: nn.Module, x: Tensor, y: Tensor, b: int, pat
                 s[k] += gk
             continue
         if hooks is not None:
-            cs, cq = hooks.moments(xc, yc, bs, squares, check=i == 0)
+            cs, cq = hooks.moments(xc, yc, bs, sums=mean, squares=squares, check=i == 0)
         else:
             per_group = _loop_grads(obj, xc, yc) if path == "loop" else _vmap_grads(obj, xc, yc, bs)
-            cs = {k: v.sum(0) for k, v in per_group.items()}
-            cq = {k: v.square_().sum(0) for k, v in per_group.items()} if squares else {}  # temporaries
-        for k in s:
-            s[k] += cs[k]
-            if squares:
-                q[k] += cq[k]
+            cs = {k: v.sum(0) for k, v in per_group.items()} if mean else None
+            cq = {k: v.square_().sum(0) for k, v in per_group.items()} if squares else None  # temporaries
+        for total, part in ((s, cs), (q, cq)):
+            for k, v in (part or {}).items():
+                total[k] += v
     return s, q
 
 
