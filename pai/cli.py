@@ -5,10 +5,12 @@ The installed command `pai` and `python launch.py` in a checkout are this one fu
 search path. Users add their own config folders with `hydra.searchpath` (README, "Your own configs").
 """
 
+import importlib.resources
 import importlib.util
 import logging
 import os
 import sys
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import hydra
@@ -16,17 +18,28 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from pai.conf_groups import check_group_choices
 from pai.errors import PaiConfigError
 
 log = logging.getLogger("pai")
 
 
+CHECKOUT_CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
 def config_dir() -> str:
     """`pkg://pai.conf` when pai is installed (a wheel, or an editable install, which maps it to conf/), else
     the checkout's conf/ beside the pai package."""
-    if importlib.util.find_spec("pai.conf") is not None:
-        return "pkg://pai.conf"
-    return str(Path(__file__).resolve().parents[1] / "conf")
+    return "pkg://pai.conf" if _installed_conf() else str(CHECKOUT_CONF)
+
+
+def config_tree() -> Traversable:
+    """The same folder, to read: the installed package's files or the checkout's conf/."""
+    return importlib.resources.files("pai.conf") if _installed_conf() else CHECKOUT_CONF
+
+
+def _installed_conf() -> bool:
+    return importlib.util.find_spec("pai.conf") is not None
 
 
 def _process_rank() -> int:
@@ -90,4 +103,9 @@ def cli() -> None:
     # composes the same config, and only rank 0 writes the run directory's .hydra/ files.
     if os.environ.get("RANK", "0") != "0" and "-m" not in sys.argv and "--multirun" not in sys.argv:
         sys.argv.append("hydra.output_subdir=null")
+    try:
+        check_group_choices(sys.argv[1:], config_tree())
+    except PaiConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     main()
