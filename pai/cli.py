@@ -16,12 +16,15 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from pai.callbacks import launch_token
 from pai.conf_groups import check_group_choices
 from pai.errors import PaiConfigError
 
 log = logging.getLogger("pai")
+# `${pai.launch:}` in hydra.run.dir / hydra.sweep.dir (conf/config.yaml): cached, so one value per launch.
+OmegaConf.register_new_resolver("pai.launch", launch_token, use_cache=True)
 
 
 CHECKOUT_CONF = Path(__file__).resolve().parents[1] / "conf"
