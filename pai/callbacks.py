@@ -39,7 +39,8 @@ from pai import files
 log = logging.getLogger("pai.sweep")
 
 RECORD = files.JOB_RECORD
-FAILED = ("failed", "interrupted")
+FAILED = ("failed", "interrupted", "cancelled", "timed_out")  # statuses that make the sweep exit 1
+LABELS = {"cancelled": "CANCELLED", "timed_out": "TIMED OUT"}  # in the report; the others are FAILED
 
 
 def launch_token(environ: Mapping[str, str] | None = None) -> str:
@@ -69,25 +70,24 @@ def record_job(cfg: DictConfig | None, status: str, run_dir: str | None = None, 
     if hc.mode != RunMode.MULTIRUN:
         return None
     if run_dir is None and cfg is not None:
-        run_dir = _run_dir(cfg)
-    record = {
-        "job_num": hc.job.num,
-        "overrides": list(hc.overrides.task),
-        "status": status,
-        "run_dir": run_dir,
-        "log_file": str(Path(hc.runtime.output_dir) / f"{hc.job.name}.log"),
-        "host": socket.gethostname(),
-        "slurm_job_id": _slurm_job_id(),
-        "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", 0) or 0),
-        "ended_at": time.time(),
-        **fields,
-    }
-    path = files.job_record(hc.runtime.output_dir)
+        run_dir = run_dir_of(cfg)
+    return record_outcome(Path(hc.runtime.output_dir), hc.job.num, list(hc.overrides.task), status, run_dir=run_dir,
+                          log_file=str(Path(hc.runtime.output_dir) / f"{hc.job.name}.log"),
+                          slurm_job_id=_slurm_job_id(),
+                          slurm_restart_count=int(os.environ.get("SLURM_RESTART_COUNT", 0) or 0), **fields)
+
+
+def record_outcome(job_dir: Path, job_num: int, overrides: list[str], status: str, **fields: Any) -> Path:
+    """Write one job's record into its Hydra job directory: by the job itself (record_job), or by the launcher
+    for a job that ended without a word (cancelled, timed out, killed)."""
+    record = {"job_num": job_num, "overrides": overrides, "status": status, "host": socket.gethostname(),
+              "ended_at": time.time(), **fields}
+    path = files.job_record(job_dir)
     files.write_json(path, record)
     return path
 
 
-def _run_dir(cfg: DictConfig) -> str | None:
+def run_dir_of(cfg: DictConfig) -> str | None:
     """The run directory of a failed config, or None when the run never started (or the config names none)."""
     try:
         from hydra.utils import instantiate
@@ -142,9 +142,9 @@ def summarize(sweep_dir: str | Path) -> tuple[list[str], int]:
     for r in failed:
         shown = [o for o in r.get("overrides", []) if o in varying] or r.get("overrides", [])
         lines += [
-            f"FAILED #{r.get('job_num')}: {' '.join(shown)}",
+            f"{LABELS.get(r['status'], 'FAILED')} #{r.get('job_num')}: {' '.join(shown)}",
             f"    error:   {r.get('error')}",
-            f"    run dir: {r.get('run_dir') or '(none: the config failed before the run started)'}",
+            f"    run dir: {r.get('run_dir') or '(none: the run never started)'}",
             f"    log:     {r.get('log_file')}",
         ]
     if counts.get("busy"):
