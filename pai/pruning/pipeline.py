@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import time
 from pathlib import Path
 
@@ -18,10 +19,12 @@ from pai.errors import PaiConfigError
 from pai.pruning.cache import ScoreCache, cache_identity
 from pai.pruning.criteria.base import Criterion, Scores
 from pai.pruning.mask_calculator import Masks, check_finite, select_masks
-from pai.pruning.masks import apply_masks
+from pai.pruning.masks import apply_masks, zero_layers
 from pai.pruning.options import PruneOptions
 from pai.pruning.sparsity_schedules import schedule_sparsities
 from pai.pruning.warmup import bn_warmup
+
+log = logging.getLogger(__name__)
 
 
 def score_and_mask(cfg: DictConfig, options: PruneOptions, criterion: Criterion, model: nn.Module,
@@ -34,6 +37,11 @@ def score_and_mask(cfg: DictConfig, options: PruneOptions, criterion: Criterion,
     restores the warmed-up BN buffers stored with the scores, so the model leaves in the same state either way.
     Concurrent jobs that need the same entry wait on its lock, so only the first one scores.
     """
+    params = dict(model.named_parameters())
+    zero = zero_layers({n: params[n] for n in names})
+    if zero:
+        log.warning("all-zero prunable layer(s), whose scores all tie (the mask there falls to position): %s",
+                    ", ".join(zero))
     rounds = options.rounds_for(criterion.default_rounds)
     info = {"warmup_seconds": 0.0, "score_seconds": 0.0, "cache_hit": False}
     cache = ScoreCache(Path(cfg.out_root) / "cache") if options.cache and rounds == 1 else None
