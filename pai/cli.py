@@ -67,6 +67,12 @@ def _quiet_other_ranks(rank: int) -> None:
             h.setFormatter(logging.Formatter(f"[%(asctime)s][rank {rank}][%(name)s][%(levelname)s] - %(message)s"))
 
 
+def _out_of_requeues(exc: Exception) -> bool:
+    """submitit's signal handler raises this inside the run when a SLURM job reaches its time limit once more
+    than hydra.launcher.max_num_timeout allows requeueing it."""
+    return type(exc).__name__ == "UncompletedJobError" and "timed-out too many times" in str(exc)
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from pai.callbacks import record_job
@@ -92,7 +98,7 @@ def main(cfg: DictConfig) -> float | None:
             sys.exit(1)
         # In a sweep the other jobs go on: the run's results.json says `failed`, this job's record too, and the
         # SweepReport callback lists the failure when the sweep ends (the command then exits with status 1).
-        record(cfg, "failed", error=f"{type(exc).__name__}: {exc}")
+        record(cfg, "timed_out" if _out_of_requeues(exc) else "failed", error=f"{type(exc).__name__}: {exc}")
         return None
     # done | skipped (finished before) | busy (another job is running the same config right now)
     status = "busy" if results.get("status") == "busy" else "skipped" if results.get("skipped") else "done"

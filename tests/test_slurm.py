@@ -146,3 +146,19 @@ def test_slurm_timed_out_job_requeues_and_resumes_identically(tmp_path):
     assert resumed["resumed_after_epoch"] >= 1
     assert resumed["history"] == reference["history"]
     assert resumed["test_acc"] == reference["test_acc"]
+
+
+@pytest.mark.slow
+def test_slurm_job_out_of_requeues_is_reported_timed_out(tmp_path):
+    """A job that reaches its time limit with no requeue left (max_num_timeout=0) is reported `timed_out`, not
+    as an ordinary failure; the job beside it finishes and is reported `done`. (slurmctld checks time limits on
+    30 s ticks: the USR2 comes 30-60 s after the start.)"""
+    env = launch_env(tmp_path)
+    out, sweep = tmp_path / "out", tmp_path / "sweep"
+    proc = popen_launch(["-m", *LONGER, *SLURM_TEST, "train.epochs=2,500", "hydra.launcher.timeout_min=1",
+                         "hydra.launcher.signal_delay_s=30", "hydra.launcher.max_num_timeout=0", f"out_root={out}",
+                         f"hydra.sweep.dir={sweep}"], env)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 1, output
+    assert "2 job(s): 1 done, 1 timed_out" in output and "TIMED OUT #1: train.epochs=500" in output
+    assert [r["status"] for r in job_records(sweep)] == ["done", "timed_out"]

@@ -191,3 +191,19 @@ def test_a_second_sweep_into_a_running_sweeps_folder_stops(tmp_path):
     first_output = first.communicate(timeout=600)[0]
     assert first.returncode == 0 and "2 job(s): 2 done" in first_output, first_output
     assert [o for r in job_records(sweep) for o in r["overrides"] if o.startswith("seed=")] == ["seed=0", "seed=1"]
+
+
+@pytest.mark.parametrize(("state", "status", "error"), [
+    ("CANCELLED by 0", "cancelled", "the job was cancelled (CANCELLED by 0)"),
+    ("TIMEOUT", "timed_out", "hit its time limit"),
+    ("OUT_OF_MEMORY", "failed", "OUT_OF_MEMORY: MemoryError: killed"),
+    ("NODE_FAIL", "failed", "NODE_FAIL: MemoryError: killed"),
+])
+def test_a_job_without_a_result_is_named_by_its_scheduler_state(state, status, error):
+    """How pai's submitit launcher records a job that ended without a result (tests/test_slurm.py runs the
+    cancelled case on a real SLURM)."""
+    from hydra_plugins.pai_submitit.launchers import _ended_without_result
+
+    got_status, got_error = _ended_without_result(state, RuntimeError("has not produced any output\n----\n"
+                                                                       "MemoryError: killed\n----"))
+    assert got_status == status and error in got_error
