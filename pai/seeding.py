@@ -48,10 +48,10 @@ def make_generator(*parts: int) -> torch.Generator:
 
 def check_seed(seed: object, key: str = "seed") -> int:
     """An integer seed (not a bool, not 1.5: numpy would refuse it deep in the run) that torch accepts."""
-    check_int(key, seed)
-    if not -(2**63) <= seed < 2**63:
-        raise PaiConfigError(f"{key}={seed} must fit in a signed 64-bit integer")
-    return seed
+    value = check_int(key, seed)
+    if not -(2**63) <= value < 2**63:
+        raise PaiConfigError(f"{key}={value} must fit in a signed 64-bit integer")
+    return value
 
 
 def seed_everything(seed: int) -> None:
