@@ -74,7 +74,9 @@ class _WaitForEveryJob:
             state = job.state
             status, error = _ended_without_result(state, exc)
             job_dir = self._job_dir(overrides, idx)
-            log.error("job #%d (%s %s) ended without a result: %s", idx, self._EXECUTOR, job.job_id, state)
+            # submitit's message names the task without a result and ends with its error stream (e.g. the rank of a
+            # multi-task job that failed)
+            log.error("job #%d (%s %s) ended without a result (%s): %s", idx, self._EXECUTOR, job.job_id, state, exc)
             if not (job_dir / RECORD).exists():
                 record_outcome(job_dir, idx, overrides, status, error=error, run_dir=self._run_dir(overrides, idx),
                                log_file=str(job.paths.stderr), slurm_job_id=str(job.job_id), slurm_state=state)
