@@ -5,9 +5,9 @@ command reads through Hydra's `pkg://pai.conf`. Everything else is declared in p
 from setuptools import find_namespace_packages, setup
 
 # Namespace discovery: a folder of modules without __init__.py (pai/train, conf/dataset, ...) is a package too.
-CODE = find_namespace_packages(include=["pai", "pai.*"], exclude=["*.__pycache__"])
-# pai's local launcher: Hydra loads launchers only from the `hydra_plugins` namespace package.
-CODE += find_namespace_packages(include=["hydra_plugins.pai_launcher"])
+# hydra_plugins.pai_submitit: pai's submitit launchers (Hydra instantiates launchers only from hydra_plugins).
+CODE = find_namespace_packages(include=["pai", "pai.*", "hydra_plugins", "hydra_plugins.*"],
+                               exclude=["*.__pycache__"])
 CONF = ["pai.conf", *(f"pai.conf.{p}" for p in find_namespace_packages(where="conf", exclude=["*__pycache__*"]))]
 
 setup(

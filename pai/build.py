@@ -1,7 +1,8 @@
 """`instantiate` for config nodes, keeping our one-line config errors visible.
 
 Hydra wraps every exception raised while building an object in an InstantiationException; a PaiConfigError
-(a bad dataset.num_classes, missing data, an unknown model.name, ...) is unwrapped so the user sees its message.
+(a bad dataset.num_classes, missing data, an unknown model.name, ...) is unwrapped so the user sees its message,
+and so is any other error raised inside the target (it is not the config's fault).
 """
 
 from typing import Any
@@ -30,5 +31,9 @@ def build(node: Any, key: str, **kwargs: Any) -> Any:
             if isinstance(cause, PaiConfigError):
                 raise cause from None
             cause = cause.__cause__
-        # Anything else is a bad `_target_` or argument: say which config node it came from, in one line.
-        raise PaiConfigError(f"{key}: {' '.join(str(exc).split())}") from exc
+        if exc.__cause__ is None or isinstance(exc.__cause__, ImportError | AttributeError | TypeError):
+            # A `_target_` that is not found, or arguments it does not take: say which config node, in one line.
+            raise PaiConfigError(f"{key}: {' '.join(str(exc).split())}") from exc
+        # Anything else was raised while the target ran (a download that failed, a bug): the run failed, not its
+        # config, and the error goes on as itself.
+        raise exc.__cause__ from None

@@ -18,14 +18,19 @@ The run directories live under `${out_root}/runs/`, not in the sweep directory; 
 from __future__ import annotations
 
 import atexit
+import fcntl
+import hashlib
 import json
 import logging
 import os
+import secrets
 import socket
 import statistics
+import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -35,7 +40,24 @@ from pai import files
 log = logging.getLogger("pai.sweep")
 
 RECORD = files.JOB_RECORD
-FAILED = ("failed", "interrupted")
+FAILED = ("failed", "interrupted", "cancelled", "timed_out")  # statuses that make the sweep exit 1
+LABELS = {"cancelled": "CANCELLED", "timed_out": "TIMED OUT"}  # in the report; the others are FAILED
+
+
+def launch_token(environ: Mapping[str, str] | None = None) -> str:
+    """A short id of this launch, in Hydra's folder names (`${pai.launch:}` in conf/config.yaml; launch.py
+    registers the resolver, cached, so a sweep's jobs see the launching process's value): two launches started
+    in the same second get different sweep and log folders. The processes of one multi-process launch (the
+    ranks of a torchrun, the tasks of one SLURM job step) derive it from the ids they share, so they keep
+    sharing one log folder."""
+    env = os.environ if environ is None else environ
+    if int(env.get("SLURM_NTASKS", "1") or 1) > 1 and "SLURM_JOB_ID" in env:
+        shared = f"slurm {env['SLURM_JOB_ID']} {env.get('SLURM_STEP_ID', '')}"
+    elif int(env.get("WORLD_SIZE", "1") or 1) > 1:  # torchrun: one rendezvous address per launch
+        shared = f"torchrun {env.get('MASTER_ADDR')} {env.get('MASTER_PORT')} {env.get('TORCHELASTIC_RUN_ID')}"
+    else:
+        return secrets.token_hex(4)
+    return hashlib.sha256(shared.encode()).hexdigest()[:8]
 
 
 def record_job(cfg: DictConfig | None, status: str, run_dir: str | None = None, **fields: Any) -> Path | None:
@@ -49,25 +71,24 @@ def record_job(cfg: DictConfig | None, status: str, run_dir: str | None = None, 
     if hc.mode != RunMode.MULTIRUN:
         return None
     if run_dir is None and cfg is not None:
-        run_dir = _run_dir(cfg)
-    record = {
-        "job_num": hc.job.num,
-        "overrides": list(hc.overrides.task),
-        "status": status,
-        "run_dir": run_dir,
-        "log_file": str(Path(hc.runtime.output_dir) / f"{hc.job.name}.log"),
-        "host": socket.gethostname(),
-        "slurm_job_id": _slurm_job_id(),
-        "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", 0) or 0),
-        "ended_at": time.time(),
-        **fields,
-    }
-    path = files.job_record(hc.runtime.output_dir)
+        run_dir = run_dir_of(cfg)
+    return record_outcome(Path(hc.runtime.output_dir), hc.job.num, list(hc.overrides.task), status, run_dir=run_dir,
+                          log_file=str(Path(hc.runtime.output_dir) / f"{hc.job.name}.log"),
+                          slurm_job_id=_slurm_job_id(),
+                          slurm_restart_count=int(os.environ.get("SLURM_RESTART_COUNT", 0) or 0), **fields)
+
+
+def record_outcome(job_dir: Path, job_num: int, overrides: list[str], status: str, **fields: Any) -> Path:
+    """Write one job's record into its Hydra job directory: by the job itself (record_job), or by the launcher
+    for a job that ended without a word (cancelled, timed out, killed)."""
+    record = {"job_num": job_num, "overrides": overrides, "status": status, "host": socket.gethostname(),
+              "ended_at": time.time(), **fields}
+    path = files.job_record(job_dir)
     files.write_json(path, record)
     return path
 
 
-def _run_dir(cfg: DictConfig) -> str | None:
+def run_dir_of(cfg: DictConfig) -> str | None:
     """The run directory of a failed config, or None when the run never started (or the config names none)."""
     try:
         from hydra.utils import instantiate
@@ -94,8 +115,9 @@ def read_records(sweep_dir: str | Path) -> tuple[list[dict], list[Path]]:
     missing: list[Path] = []
     if not sweep_dir.is_dir():
         return records, missing
-    for hydra_dir in sorted(sweep_dir.rglob(".hydra")):
-        job_dir = hydra_dir.parent
+    # A job that started has .hydra/; one that never started may still have a record (written by the launcher).
+    job_dirs = {p.parent for pattern in (".hydra", RECORD) for p in sweep_dir.rglob(pattern)}
+    for job_dir in sorted(job_dirs):
         if ".submitit" in job_dir.parts:
             continue
         try:
@@ -122,9 +144,9 @@ def summarize(sweep_dir: str | Path) -> tuple[list[str], int]:
     for r in failed:
         shown = [o for o in r.get("overrides", []) if o in varying] or r.get("overrides", [])
         lines += [
-            f"FAILED #{r.get('job_num')}: {' '.join(shown)}",
+            f"{LABELS.get(r['status'], 'FAILED')} #{r.get('job_num')}: {' '.join(shown)}",
             f"    error:   {r.get('error')}",
-            f"    run dir: {r.get('run_dir') or '(none: the config failed before the run started)'}",
+            f"    run dir: {r.get('run_dir') or '(none: the run never started)'}",
             f"    log:     {r.get('log_file')}",
         ]
     if counts.get("busy"):
@@ -174,15 +196,37 @@ def _varying_overrides(records: list[dict]) -> set[str]:
     return set.union(*sets) - set.intersection(*sets)
 
 
+def _lock_sweep_dir(sweep_dir: Path) -> IO:
+    """An exclusive lock on the sweep directory for as long as this launch runs: a second launch told to use the
+    same directory (`hydra.sweep.dir=...`) while the first runs would overwrite its job records, so it stops."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    f = open(sweep_dir / ".sweep.lock", "a+")  # kept open by the caller; the lock goes with the process
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        print(f"error: hydra.sweep.dir={sweep_dir} is in use by a running sweep ({holder}); give this one its "
+              "own directory", file=sys.stderr)
+        raise SystemExit(2) from None
+    f.truncate(0)
+    f.write(f"{socket.gethostname()} pid {os.getpid()}\n")
+    f.flush()
+    return f
+
+
 class SweepReport(Callback):
     """Lists failed runs when a `-m` sweep ends and makes the launching command exit with status 1."""
 
     def __init__(self, exit_on_failure: bool = True) -> None:
         self.exit_on_failure = exit_on_failure
         self._sweep_dir: str | None = None
+        self._lock: IO | None = None  # held while the sweep runs (released when the process ends)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._sweep_dir = str(config.hydra.sweep.dir)
+        self._lock = _lock_sweep_dir(Path(self._sweep_dir))
         # A relaunch into the same sweep directory must not report the previous launch's jobs.
         for path in Path(self._sweep_dir).glob(f"**/{RECORD}"):
             path.unlink(missing_ok=True)

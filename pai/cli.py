@@ -5,28 +5,44 @@ The installed command `pai` and `python launch.py` in a checkout are this one fu
 search path. Users add their own config folders with `hydra.searchpath` (README, "Your own configs").
 """
 
+import importlib.resources
 import importlib.util
 import logging
 import os
 import sys
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from pai.callbacks import launch_token
+from pai.conf_groups import check_group_choices
 from pai.errors import PaiConfigError
 
 log = logging.getLogger("pai")
+# `${pai.launch:}` in hydra.run.dir / hydra.sweep.dir (conf/config.yaml): cached, so one value per launch.
+OmegaConf.register_new_resolver("pai.launch", launch_token, use_cache=True)
+
+
+CHECKOUT_CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def config_dir() -> str:
     """`pkg://pai.conf` when pai is installed (a wheel, or an editable install, which maps it to conf/), else
     the checkout's conf/ beside the pai package."""
-    if importlib.util.find_spec("pai.conf") is not None:
-        return "pkg://pai.conf"
-    return str(Path(__file__).resolve().parents[1] / "conf")
+    return "pkg://pai.conf" if _installed_conf() else str(CHECKOUT_CONF)
+
+
+def config_tree() -> Traversable:
+    """The same folder, to read: the installed package's files or the checkout's conf/."""
+    return importlib.resources.files("pai.conf") if _installed_conf() else CHECKOUT_CONF
+
+
+def _installed_conf() -> bool:
+    return importlib.util.find_spec("pai.conf") is not None
 
 
 def _process_rank() -> int:
@@ -57,6 +73,12 @@ def _unswept_preset_keys() -> list[str]:
     params = hc.sweeper.get("params") or {}
     given = {o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task}
     return [key for key in params if key not in given]
+
+
+def _out_of_requeues(exc: Exception) -> bool:
+    """submitit's signal handler raises this inside the run when a SLURM job reaches its time limit once more
+    than hydra.launcher.max_num_timeout allows requeueing it."""
+    return type(exc).__name__ == "UncompletedJobError" and "timed-out too many times" in str(exc)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
@@ -96,7 +118,7 @@ def main(cfg: DictConfig) -> float | None:
             sys.exit(1)
         # In a sweep the other jobs go on: the run's results.json says `failed`, this job's record too, and the
         # SweepReport callback lists the failure when the sweep ends (the command then exits with status 1).
-        record(cfg, "failed", error=f"{type(exc).__name__}: {exc}")
+        record(cfg, "timed_out" if _out_of_requeues(exc) else "failed", error=f"{type(exc).__name__}: {exc}")
         return None
     # done | skipped (finished before) | busy (another job is running the same config right now)
     status = "busy" if results.get("status") == "busy" else "skipped" if results.get("skipped") else "done"
@@ -112,4 +134,9 @@ def cli() -> None:
     # composes the same config, and only rank 0 writes the run directory's .hydra/ files.
     if os.environ.get("RANK", "0") != "0" and "-m" not in sys.argv and "--multirun" not in sys.argv:
         sys.argv.append("hydra.output_subdir=null")
+    try:
+        check_group_choices(sys.argv[1:], config_tree())
+    except PaiConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     main()

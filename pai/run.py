@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import time
 import traceback
+from pathlib import Path
 from typing import cast
 
 import torch
@@ -18,12 +20,12 @@ from pai.data.batching import check_batch_size
 from pai.device import resolve_device
 from pai.errors import PaiConfigError
 from pai.pruning.criteria.base import Criterion
-from pai.pruning.mask_calculator import Masks, check_sparsity
+from pai.pruning.mask_calculator import Masks, check_keeps_weights, check_sparsity
 from pai.pruning.masks import achieved_sparsity, apply_masks, collapsed_layers, layer_density, prunable_weights
 from pai.pruning.options import PruneOptions
 from pai.pruning.pipeline import score_and_mask
 from pai.results import RunPaths, RunResult, read_results, run_paths, write_results
-from pai.seeding import seed_everything
+from pai.seeding import check_seed, seed_everything
 from pai.threads import set_threads
 from pai.tracking import Tracker, run_config
 from pai.train.loop import train
@@ -38,12 +40,32 @@ def build_model(cfg: DictConfig, data) -> torch.nn.Module:
     with torch.no_grad():
         x, _ = next(iter(data.test_batches(2, torch.device("cpu"))))
         out = model(x)
-    if out.shape[-1] != data.num_classes:
-        raise PaiConfigError(
-            f"model.num_classes: the model has {out.shape[-1]} outputs but dataset={data.name} has "
-            f"{data.num_classes} classes"
-        )
+    _check_outputs(out.shape[-1], data.num_classes, data.name)
     return model
+
+
+def _check_outputs(outputs: int, num_classes: int, dataset: str) -> None:
+    if outputs != num_classes:
+        raise PaiConfigError(f"model.num_classes: the model has {outputs} outputs but dataset={dataset} has "
+                             f"{num_classes} classes")
+
+
+def check_model(cfg: DictConfig, options: PruneOptions, sparsity: float | None) -> None:
+    """The model's options, before any work: it is built on the meta device (no memory, no random draws), its
+    outputs must match dataset.num_classes, and `sparsity` (None for the dense baseline) must keep a weight."""
+    with torch.device("meta"):
+        model = build(cfg.model, "model").eval()
+        size = cfg.dataset.get("image_size")
+        try:
+            outputs = model(torch.zeros(2, cfg.dataset.in_channels, size, size)).shape[-1] if size else None
+        except Exception as exc:  # an op without a meta kernel; the real build in the pipeline has the final word
+            log.debug("model check on the meta device skipped: %s", exc)
+            outputs = None
+    if outputs is not None:
+        _check_outputs(outputs, cfg.dataset.num_classes, cfg.dataset.name)
+    if sparsity is not None:
+        sizes = {n: w.numel() for n, w in prunable_weights(model, options.prune_classifier).items()}
+        check_keeps_weights(sizes, sparsity, options.scope)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -53,6 +75,7 @@ def run(cfg: DictConfig) -> dict:
     Under torchrun or in a multi-task SLURM job (train.distributed=auto) every process calls this: they join one
     process group, rank 0 decides skip/resume and scores, and all ranks train the model data-parallel.
     """
+    check_seed(cfg.seed)  # first: the pruner's own `seed: ${seed}` would otherwise name pruner.seed
     set_threads(cfg.get("threads"))
     criterion: Criterion = build(cfg.pruner, "pruner")
     sparsity = check_sparsity(cfg.sparsity) if criterion.prunes else 0.0
@@ -65,6 +88,7 @@ def run(cfg: DictConfig) -> dict:
                              "network (name the mask's criterion, e.g. pruner=snip)")
     device = resolve_device(cfg.device)
     recipe: Recipe = build(cfg.train, "train")  # validates the train keys before a process group is joined
+    check_model(cfg, options, sparsity if criterion.prunes else None)
     env = distributed.wanted(recipe.distributed)
     with distributed.session(env, device, recipe.dist_timeout_s, recipe.dist_wait_timeout_s) as device:
         return _run(cfg, options, criterion, recipe, sparsity, device)
@@ -78,6 +102,7 @@ def _run(cfg: DictConfig, options: PruneOptions, criterion: Criterion, recipe: R
     check_batch_size(recipe.batch_size, distributed.world_size())  # before any work, on every rank
     main = distributed.is_main()  # rank 0 alone writes results.json, checkpoints and W&B
     tracker = build(cfg.logger, "logger") if main else Tracker()
+    created = main and not paths.dir.exists()  # a config that fails a check later removes what it made
     lock = paths.try_lock() if main else None
     decision: tuple[str, RunResult | str | None] = ("run", None)
     if main:
@@ -121,7 +146,9 @@ def _run(cfg: DictConfig, options: PruneOptions, criterion: Criterion, recipe: R
         status = "failed" if isinstance(exc, Exception) else "interrupted"
         result.update({"status": status, "error": f"{type(exc).__name__}: {exc}",
                        "traceback": traceback.format_exc()})
-        if main:
+        if created and isinstance(exc, PaiConfigError):  # a bad config (e.g. missing data) leaves no run behind
+            _remove_run_dir(paths.dir, Path(cfg.out_root) / "runs")
+        elif main:
             write_results(paths.results, result)
         with contextlib.suppress(Exception):
             tracker.summary(result)
@@ -132,6 +159,18 @@ def _run(cfg: DictConfig, options: PruneOptions, criterion: Criterion, recipe: R
         finally:
             if lock is not None:
                 lock.close()
+
+
+def _remove_run_dir(run_dir: Path, runs_root: Path) -> None:
+    """Delete a run directory made by this attempt, and the folders above it that are left empty."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in run_dir.parents:
+        if parent == runs_root or runs_root not in parent.parents:
+            break
+        try:
+            parent.rmdir()  # only when empty: a sibling run keeps it
+        except OSError:
+            break
 
 
 def _pipeline(cfg, options: PruneOptions, criterion: Criterion, recipe: Recipe, sparsity: float, device,

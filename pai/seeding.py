@@ -10,6 +10,8 @@ from typing import cast
 import numpy as np
 import torch
 
+from pai.errors import PaiConfigError, check_int
+
 
 class Stream(IntEnum):
     """Every consumer of randomness draws from a CPU generator of its own, seeded by `make_generator(stream,
@@ -42,6 +44,14 @@ def make_generator(*parts: int) -> torch.Generator:
     g = torch.Generator(device="cpu")
     g.manual_seed(derive_seed(*parts))
     return g
+
+
+def check_seed(seed: object, key: str = "seed") -> int:
+    """An integer seed (not a bool, not 1.5: numpy would refuse it deep in the run) that torch accepts."""
+    value = check_int(key, seed)
+    if not -(2**63) <= value < 2**63:
+        raise PaiConfigError(f"{key}={value} must fit in a signed 64-bit integer")
+    return value
 
 
 def seed_everything(seed: int) -> None:

@@ -47,9 +47,10 @@ _PROCESS_START = time.strftime("%Y-%m-%d_%H-%M-%S")
 
 def launch_name() -> str:
     """The name of this launch: the Hydra sweep directory of a `-m` sweep (the run directory of a single run),
-    below `out_root/sweeps/` (`out_root/hydra/`) when it is there, `/` → `_`: `2026-11-25_20-04-10` for the
-    default layout, `mysweep` for `hydra.sweep.dir=.../mysweep`. Every job of one sweep (SLURM tasks and their
-    requeues included) shares it. Outside Hydra (the compose API, tests): the time this process started."""
+    below `out_root/sweeps/` (`out_root/hydra/`) when it is there, `/` → `_`: `2026-11-25_20-04-10-3f9a2c1b` for
+    the default layout (date, time, launch id), `mysweep` for `hydra.sweep.dir=.../mysweep`. Every job of one
+    sweep (SLURM tasks and their requeues included) shares it. Outside Hydra (the compose API, tests): the time
+    this process started."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 

@@ -10,14 +10,20 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch import nn
 
+from pai.conf_groups import group_options
+
 ROOT = Path(__file__).resolve().parents[1]
-PER_SAMPLE = ["grad_norm", "snip", "fisher_diag", "fisher_pruner", "fts"]
-HUTCHINSON = ["hutch_diag", "hutch_pruning", "hts"]
-TEN = PER_SAMPLE + HUTCHINSON + ["grasp", "synflow"]
-GAUSS_NEWTON = ["ggn_diag", "obd", "ggn_taylor", "fisher_mc"]
-ALL_SCORING = TEN + GAUSS_NEWTON + ["grasp_reference", "magnitude", "random"]
+# The criteria are the files of conf/pruner/, grouped by the module of their class (`_target_`).
+FAMILY = {code: OmegaConf.load(ROOT / "conf" / "pruner" / f"{code}.yaml")["_target_"].split(".")[-2]
+          for code in group_options(ROOT / "conf", "pruner")}
+PER_SAMPLE = [c for c, family in FAMILY.items() if family in ("first_order", "fisher")]
+HUTCHINSON = [c for c, family in FAMILY.items() if family == "hutchinson"]
+TEN = PER_SAMPLE + HUTCHINSON + ["grasp", "synflow"]  # the paper's ten
+GAUSS_NEWTON = [c for c, family in FAMILY.items() if family == "gauss_newton"]
+ALL_SCORING = [c for c, family in FAMILY.items() if family != "dense"]
 
 
 class SmallNet(nn.Module):

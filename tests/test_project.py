@@ -91,7 +91,7 @@ def test_wheel_installs_and_runs_from_another_directory(tmp_path):
     assert {f"pai/conf/{p}" for p in conf} <= names and "pai/conf/__init__.py" in names  # every config
     modules = {p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "pai").rglob("*.py")}
     assert modules <= names  # every module, the __init__-less pai/train too
-    assert "hydra_plugins/pai_launcher/local_launcher.py" in names  # hydra/launcher=local's launcher
+    assert "hydra_plugins/pai_submitit/launchers.py" in names  # the slurm and local launchers
     assert not any(n.startswith(("tests/", "conf/", "benchmarks/")) for n in names)
     entry_points = zipfile.ZipFile(wheel).read(f"pai-{pai.__version__}.dist-info/entry_points.txt").decode()
     assert "pai = pai.cli:cli" in entry_points and "pai-report = pai.report.__main__:main" in entry_points

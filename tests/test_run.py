@@ -10,7 +10,6 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from pai.errors import PaiConfigError
 from pai.results import SCHEMA_VERSION, RunResult
 from pai.run import run
 
@@ -67,13 +66,16 @@ def test_pruned_weights_are_zero_in_the_final_checkpoint(tmp_path):
         assert torch.any(state["model"][name][mask] != 0)
 
 
-def test_a_failing_run_records_failed_not_done(tmp_path):
-    cfg = make_cfg(tmp_path, "dataset.num_classes=7")
-    with pytest.raises(PaiConfigError, match="dataset.num_classes"):
-        run(cfg)
+def test_a_failing_run_records_failed_not_done(tmp_path, monkeypatch):
+    def broken_training(*args, **kwargs):
+        raise RuntimeError("the training step broke")
+
+    monkeypatch.setattr("pai.run.train", broken_training)
+    with pytest.raises(RuntimeError, match="training step broke"):
+        run(make_cfg(tmp_path, "pruner=magnitude", "train.epochs=1"))
     (results,) = tmp_path.rglob("results.json")
     saved = json.loads(results.read_text())
-    assert saved["status"] == "failed" and "dataset.num_classes" in saved["error"]
+    assert saved["status"] == "failed" and "training step broke" in saved["error"]
 
 
 def launch(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -97,13 +99,19 @@ def test_bad_input_fails_with_one_line_naming_the_key(tmp_path, override, key):
     assert key in out and "Traceback" not in out
     errors = [line for line in out.splitlines() if "error:" in line]
     assert len(errors) == 1
-    for path in tmp_path.rglob("results.json"):
-        assert json.loads(path.read_text())["status"] != "done"
+    assert not list(tmp_path.glob("runs/*")), "a config that fails its checks leaves nothing in runs/"
 
 
-def test_unknown_option_lists_the_choices(tmp_path):
-    proc = launch("pruner=nope", f"out_root={tmp_path}")
-    assert proc.returncode != 0 and "Could not find 'pruner/nope'" in proc.stderr and "magnitude" in proc.stderr
+@pytest.mark.parametrize("override", ["pruner=nope", "experiment=nope", "-m pruner=snip,nope"])
+def test_unknown_option_lists_the_choices(tmp_path, override):
+    """One line with the available options, exit 2; `experiment=` is an optional default, which Hydra would
+    skip silently (the default config would train)."""
+    proc = launch(*override.split(), f"out_root={tmp_path}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: {override.split('=')[0].split()[-1]}=nope") and "available:" in line
+    assert ("magnitude" in line) if "pruner" in override else ("resnet18_cifar10" in line)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_help_and_cfg_job():

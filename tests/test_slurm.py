@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -55,29 +56,37 @@ def test_slurm_failed_run_is_listed_and_exit_1(run_launch, tmp_path):
     assert proc.returncode == 1, proc.output
     assert "4 job(s): 1 done, 3 failed" in proc.output
     assert proc.output.count("FAILED #") == 3
-    assert "model.num_classes: the model has 5 outputs" in proc.output  # inside the pipeline
+    assert "model.num_classes: the model has 5 outputs" in proc.output
     assert "sparsity=1.5 must be a number in [0, 1)" in proc.output  # before the run starts
     statuses = sorted(r["status"] for r in all_results(out))
-    assert statuses == ["done", "failed"]
+    assert statuses == ["done"]  # a config that fails its checks leaves no run directory
 
 
-def test_slurm_cancelled_job_is_reported_at_exit(tmp_path):
-    """A job killed without a result (scancel, OOM kill): submitit makes the launcher raise, Hydra prints that
-    error and exits 1 without calling on_multirun_end; our report still lists what every job recorded."""
+def test_slurm_cancelled_job_is_reported_while_the_others_finish(tmp_path):
+    """One job of three is cancelled (scancel) while the others run: the launcher waits for all three and the
+    report lists how each ended, `cancelled` included (hydra-submitit-launcher alone stops waiting at the first
+    job without a result, so the jobs after it were reported "without record" and a later failure never).
+    The sweep folder is the default one (date, time, launch id): the jobs must find it too."""
     env = launch_env(tmp_path)
-    out, sweep = tmp_path / "out", tmp_path / "sweep"
-    # Job 1 trains for 500 epochs, so the scancel always lands while it runs (with equal jobs it could land
-    # after job 1 had finished).
-    proc = popen_launch(["-m", *LONGER, *SLURM_TEST, "train.epochs=2,500", f"out_root={out}",
-                         f"hydra.sweep.dir={sweep}"], env)
-    wait_for("1/.hydra", sweep, proc)  # job 1 has started
+    out = tmp_path / "out"
+    # Job 1 trains for 500 epochs, so the scancel always lands while it runs; job 2 (8 epochs) is still
+    # pending or running then.
+    proc = popen_launch(["-m", *LONGER, *SLURM_TEST, "train.epochs=2,500,8", f"out_root={out}"], env)
+    sweep = wait_for("sweeps/*/*", out, proc)
+    job_log = wait_for("1/pai.log", sweep, proc)
     array_task = wait_for(".submitit/*_1", sweep, proc).name
+    deadline = time.monotonic() + 150
+    while "epoch 1/500" not in job_log.read_text() and time.monotonic() < deadline:  # its run is under way
+        time.sleep(0.2)
     subprocess.run(["scancel", array_task], check=True)
-    output, _ = proc.communicate(timeout=180)
+    output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 1, output
-    report = output[output.index("the sweep did not finish normally"):]
-    assert "2 job(s): 1 done, 1 without record" in report
-    assert f"NO RECORD: job dir {sweep / '1'}" in report
+    assert "3 job(s): 1 cancelled, 2 done" in output
+    assert "CANCELLED #1: train.epochs=500" in output and "the job was cancelled (CANCELLED" in output
+    recs = job_records(sweep)
+    assert [r["status"] for r in recs] == ["done", "cancelled", "done"]
+    assert recs[1]["slurm_job_id"] == array_task and Path(recs[1]["run_dir"], "last.pt").exists()
+    assert sorted(len(r["history"]) for r in all_results(out)) == [2, 8]
 
 
 def test_slurm_preempted_job_requeues_and_resumes_identically(tmp_path):
@@ -137,3 +146,19 @@ def test_slurm_timed_out_job_requeues_and_resumes_identically(tmp_path):
     assert resumed["resumed_after_epoch"] >= 1
     assert resumed["history"] == reference["history"]
     assert resumed["test_acc"] == reference["test_acc"]
+
+
+@pytest.mark.slow
+def test_slurm_job_out_of_requeues_is_reported_timed_out(tmp_path):
+    """A job that reaches its time limit with no requeue left (max_num_timeout=0) is reported `timed_out`, not
+    as an ordinary failure; the job beside it finishes and is reported `done`. (slurmctld checks time limits on
+    30 s ticks: the USR2 comes 30-60 s after the start.)"""
+    env = launch_env(tmp_path)
+    out, sweep = tmp_path / "out", tmp_path / "sweep"
+    proc = popen_launch(["-m", *LONGER, *SLURM_TEST, "train.epochs=2,500", "hydra.launcher.timeout_min=1",
+                         "hydra.launcher.signal_delay_s=30", "hydra.launcher.max_num_timeout=0", f"out_root={out}",
+                         f"hydra.sweep.dir={sweep}"], env)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 1, output
+    assert "2 job(s): 1 done, 1 timed_out" in output and "TIMED OUT #1: train.epochs=500" in output
+    assert [r["status"] for r in job_records(sweep)] == ["done", "timed_out"]

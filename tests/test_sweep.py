@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, TINY, all_results, job_records, launch_env
+from conftest import REPO_ROOT, TINY, all_results, job_records, launch_env, popen_launch, wait_for
 
 CRITERIA_USED_BY = ["hutch_diag", "fts", "snip"]
 
@@ -117,3 +117,93 @@ def test_parallel_duplicate_configs_train_once(run_launch, tmp_path):
     assert res["status"] == "done" and [h["epoch"] for h in res["history"]] == [1, 2]
     statuses = [r["status"] for r in job_records(proc.sweep_dir)]
     assert statuses.count("done") == 1 and set(statuses) <= {"done", "busy", "skipped"}, statuses
+
+
+# Every process started with this on its PYTHONPATH reads 2030-01-02 03:04:05 from Hydra's `${now:...}`, so
+# launches started apart in time still name their folders "in the same second".
+FROZEN_CLOCK = """
+import datetime
+
+import hydra.core.utils
+
+
+class _Frozen(datetime.datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return cls(2030, 1, 2, 3, 4, 5)
+
+
+hydra.core.utils.datetime = _Frozen
+"""
+
+
+def _frozen_clock_env(tmp_path: Path) -> dict[str, str]:
+    clock = tmp_path / "clock"
+    clock.mkdir()
+    (clock / "sitecustomize.py").write_text(FROZEN_CLOCK)
+    return launch_env(tmp_path, PYTHONPATH=str(clock))
+
+
+def test_two_sweeps_started_in_the_same_second_report_their_own_jobs(tmp_path):
+    """Sweep folders were named by the second only: two sweeps shared one, overwrote each other's job records
+    and reported each other's jobs. Two sweeps over one out_root, 2 and 3 jobs, at the same (frozen) second."""
+    env, out = _frozen_clock_env(tmp_path), tmp_path / "out"
+    procs = {seeds: popen_launch(["-m", *TINY, "pruner=magnitude", f"seed={seeds}", f"out_root={out}"], env)
+             for seeds in ("0,1", "2,3,4")}
+    outputs = {seeds: p.communicate(timeout=600)[0] for seeds, p in procs.items()}
+    for seeds, p in procs.items():
+        assert p.returncode == 0, outputs[seeds]
+    sweeps = sorted((out / "sweeps" / "2030-01-02").iterdir())
+    assert len(sweeps) == 2 and all(d.name.startswith("03-04-05-") for d in sweeps)
+    assert "2 job(s): 2 done" in outputs["0,1"] and "3 job(s): 3 done" in outputs["2,3,4"]
+    seeds_of = {tuple(sorted(o for r in job_records(d) for o in r["overrides"] if o.startswith("seed=")))
+                for d in sweeps}
+    assert seeds_of == {("seed=0", "seed=1"), ("seed=2", "seed=3", "seed=4")}
+    assert len(all_results(out)) == 5
+
+
+def test_two_runs_started_in_the_same_second_log_apart(tmp_path):
+    env, out = _frozen_clock_env(tmp_path), tmp_path / "out"
+    procs = [popen_launch([*TINY, "pruner=magnitude", f"seed={seed}", f"out_root={out}"], env) for seed in (0, 1)]
+    for p in procs:
+        output = p.communicate(timeout=600)[0]
+        assert p.returncode == 0, output
+    folders = sorted((out / "hydra" / "2030-01-02").glob("03-04-05-*"))
+    assert len(folders) == 2
+    assert sorted(next(o for o in (d / ".hydra" / "overrides.yaml").read_text().split() if o.startswith("seed="))
+                  for d in folders) == ["seed=0", "seed=1"]
+    for d in folders:  # one run's lines each, not both runs' lines interleaved in one file
+        assert (d / "pai.log").read_text().count("epoch 1/1") == 1
+
+
+def test_a_second_sweep_into_a_running_sweeps_folder_stops(tmp_path):
+    """An explicit hydra.sweep.dir shared by two running sweeps: the second stops before touching the first's
+    job records (exit 2, one line); the first reports its own jobs."""
+    env, out, sweep = launch_env(tmp_path), tmp_path / "out", tmp_path / "sweep"
+    first = popen_launch(["-m", *TINY, "pruner=magnitude", "seed=0,1", "train.epochs=4", f"out_root={out}",
+                          f"hydra.sweep.dir={sweep}"], env)
+    wait_for("0/.hydra", sweep, first)
+    second = popen_launch(["-m", *TINY, "pruner=random", "seed=5", f"out_root={out}", f"hydra.sweep.dir={sweep}"],
+                          env)
+    output = second.communicate(timeout=300)[0]
+    assert second.returncode == 2, output
+    assert f"error: hydra.sweep.dir={sweep} is in use by a running sweep" in output
+    first_output = first.communicate(timeout=600)[0]
+    assert first.returncode == 0 and "2 job(s): 2 done" in first_output, first_output
+    assert [o for r in job_records(sweep) for o in r["overrides"] if o.startswith("seed=")] == ["seed=0", "seed=1"]
+
+
+@pytest.mark.parametrize(("state", "status", "error"), [
+    ("CANCELLED by 0", "cancelled", "the job was cancelled (CANCELLED by 0)"),
+    ("TIMEOUT", "timed_out", "hit its time limit"),
+    ("OUT_OF_MEMORY", "failed", "OUT_OF_MEMORY: MemoryError: killed"),
+    ("NODE_FAIL", "failed", "NODE_FAIL: MemoryError: killed"),
+])
+def test_a_job_without_a_result_is_named_by_its_scheduler_state(state, status, error):
+    """How pai's submitit launcher records a job that ended without a result (tests/test_slurm.py runs the
+    cancelled case on a real SLURM)."""
+    from hydra_plugins.pai_submitit.launchers import _ended_without_result
+
+    got_status, got_error = _ended_without_result(state, RuntimeError("has not produced any output\n----\n"
+                                                                       "MemoryError: killed\n----"))
+    assert got_status == status and error in got_error

@@ -45,14 +45,14 @@ def test_bad_threads_knob_names_the_key(clean_env, bad):
 
 def test_local_launcher_tells_each_job_the_batch_size(clean_env, monkeypatch):
     """The launcher is pickled into every job after `launch` counted the batch; in the job it exports the count."""
-    from hydra_plugins.pai_launcher import local_launcher
+    from hydra_plugins.pai_submitit import launchers
 
     seen = {}
-    # Patched on the class pai's launcher derives from (Hydra's plugin scan may re-import submitit's module).
-    base = local_launcher.SubmititLocalLauncher
-    monkeypatch.setattr(base, "launch", lambda self, overrides, idx: [None] * len(overrides))
-    monkeypatch.setattr(base, "__call__", lambda self, *a, **k: seen.setdefault("jobs", os.environ[LOCAL_JOBS_ENV]))
-    launcher = local_launcher.LocalLauncher(submitit_folder="x")
+    # Patched on the classes pai's launcher derives from (Hydra's plugin scan may re-import submitit's module).
+    monkeypatch.setattr(launchers._WaitForEveryJob, "launch", lambda self, overrides, idx: [None] * len(overrides))
+    monkeypatch.setattr(launchers.submitit_launcher.LocalLauncher, "__call__",
+                        lambda self, *a, **k: seen.setdefault("jobs", os.environ[LOCAL_JOBS_ENV]))
+    launcher = launchers.LocalLauncher(submitit_folder="x")
     launcher.launch([["seed=0"], ["seed=1"], ["seed=2"]], 0)
     pickle.loads(pickle.dumps(launcher))()  # what a job process does
     assert seen["jobs"] == "3" and resolve_threads(None)[0] == 8 // 3

@@ -172,12 +172,12 @@ def test_failed_run_finishes_its_wandb_run_and_the_next_starts_fresh(tmp_path, m
     monkeypatch.setenv("WANDB_SILENT", "true")
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
         common = [*WANDB_TINY, "pruner=random", f"out_root={tmp_path}"]
-        bad = compose("config", overrides=[*common, "model.num_classes=5"])  # fails in build_model
+        bad = compose("config", overrides=[*common, "prune.samples_per_class=50"])  # fails drawing the samples
         good = compose("config", overrides=[*common, "seed=1"])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny runs: far faster than 2 spinning threads on a busy 2-core machine
     try:
-        with pytest.raises(PaiConfigError, match="model.num_classes"):
+        with pytest.raises(PaiConfigError, match="samples_per_class"):
             run(bad)
         assert wandb.run is None, "the failed run's W&B run was left open"
         ok = run(good)
@@ -188,7 +188,7 @@ def test_failed_run_finishes_its_wandb_run_and_the_next_starts_fresh(tmp_path, m
     failed_run, good_run = sorted(offline_runs(tmp_path), key=lambda r: r.config["seed"])
     assert failed_run.run.run_id != good_run.run.run_id
     assert failed_run.exit_code == 1 and good_run.exit_code == 0
-    assert failed_run.summary["status"] == "failed" and "model.num_classes" in failed_run.summary["error"]
+    assert failed_run.summary["status"] == "failed" and "samples_per_class" in failed_run.summary["error"]
     assert not [s for s in failed_run.history if s > 0], "no epoch was logged into the failed run"
     assert [s for s in good_run.history if s > 0] == [1, 2]
     assert good_run.summary["test_acc"] == ok["test_acc"] and good_run.config["seed"] == 1

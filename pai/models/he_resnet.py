@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pai.errors import PaiConfigError
 from pai.models.cifar_resnet import BasicBlock
 from pai.models.init_from import initializable
 
@@ -23,6 +24,8 @@ from pai.models.init_from import initializable
 class ResNet20(nn.Module):
     def __init__(self, num_classes: int, in_channels: int = 3, width: float = 1.0, blocks_per_stage: int = 3):
         super().__init__()
+        if isinstance(width, bool) or not isinstance(width, int | float) or not width > 0:
+            raise PaiConfigError(f"model.width={width!r} must be a number > 0")
         w1, w2, w3 = (max(1, round(c * width)) for c in (16, 32, 64))
         self.conv1 = nn.Conv2d(in_channels, w1, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(w1)

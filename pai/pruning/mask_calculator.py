@@ -28,6 +28,16 @@ def kept_count(total: int, sparsity: float) -> int:
     return int(round((1.0 - sparsity) * total))
 
 
+def check_keeps_weights(sizes: Mapping[str, int], sparsity: float, scope: str = "global") -> None:
+    """Refuse a sparsity that keeps no prunable weight at all (k = 0 globally, or in every layer): that network
+    computes a constant, and would be trained and reported as if it were a result."""
+    total = sum(sizes.values())
+    kept = kept_count(total, sparsity) if scope == "global" else sum(kept_count(n, sparsity) for n in sizes.values())
+    if total and kept == 0:
+        raise PaiConfigError(f"sparsity={sparsity!r} keeps none of the {total:,} prunable weights "
+                             f"(round((1 − sparsity) · n) = 0 with prune.scope={scope})")
+
+
 def top_k(flat: Tensor, k: int) -> Tensor:
     """The k highest entries; ties at the threshold go to the lowest positions, so masks never depend on a
     backend's sort order. O(n) selection (kthvalue) instead of a full sort: SynFlow builds masks 100 times."""
@@ -60,6 +70,7 @@ def make_masks(scores: Mapping[str, Tensor], sparsity: float, scope: str = "glob
         raise PaiConfigError(f"prune.scope={scope!r} must be one of {SCOPES}")
     if not scores:
         raise ValueError("no scores to build masks from")
+    check_keeps_weights({name: s.numel() for name, s in scores.items()}, sparsity, scope)
     for name, s in scores.items():
         # The public entry point for outside scores: -inf is allowed (an earlier round's removals), NaN is not.
         if torch.isnan(s).any() or torch.isposinf(s).any():

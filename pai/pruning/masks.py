@@ -16,19 +16,28 @@ from torch import Tensor, nn
 def prunable_weights(model: nn.Module, prune_classifier: bool = False) -> dict[str, nn.Parameter]:
     """Conv and Linear weights, selected by module type (never by name, which would catch BN weights).
 
-    The classifier is the last Linear layer in registration order (``fc``, ``linear``, ``head``...).
+    The classifier is the last Linear layer in registration order (``fc``, ``linear``, ``head``...). A weight
+    shared by several modules (tied: an embedding and the classifier, one Conv's weight set on two modules) is
+    listed once, under its `named_parameters()` name, so it is scored, masked and counted once.
     """
+    canonical = {id(p): name for name, p in model.named_parameters()}
     found: dict[str, nn.Parameter] = {}
-    last_linear = None
+    classifier = None
     for module_name, module in model.named_modules():
         if isinstance(module, nn.modules.conv._ConvNd | nn.Linear) and module.weight is not None:
-            name = f"{module_name}.weight" if module_name else "weight"
+            name = canonical.get(id(module.weight), f"{module_name}.weight" if module_name else "weight")
             found[name] = cast(nn.Parameter, module.weight)  # typed Tensor; a Parameter at run time
             if isinstance(module, nn.Linear):
-                last_linear = name
-    if not prune_classifier and last_linear is not None:
-        found.pop(last_linear)
+                classifier = name
+    if not prune_classifier and classifier is not None:
+        found.pop(classifier)
     return found
+
+
+def zero_layers(weights: Mapping[str, Tensor]) -> list[str]:
+    """Prunable layers whose weights are all zero: every score there ties, so their mask is decided by the
+    tie-break (position), not by the criterion."""
+    return [name for name, w in weights.items() if not w.detach().any()]
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from pai.build import resolved
-from pai.errors import PaiConfigError
+from pai.errors import PaiConfigError, check_int
 from pai.pruning.mask_calculator import SCOPES
 from pai.pruning.sparsity_schedules import SCHEDULES
 
@@ -37,9 +37,9 @@ class PruneOptions:
             if not isinstance(getattr(self, key), bool):
                 raise PaiConfigError(f"prune.{key}={getattr(self, key)!r} must be true or false")
         for key in ("samples_per_class", "score_batch_size"):
-            _positive_int(key, getattr(self, key))
+            check_int(f"prune.{key}", getattr(self, key), minimum=1)
         if self.rounds is not None:
-            _positive_int("rounds", self.rounds)
+            check_int("prune.rounds", self.rounds, minimum=1)
         if self.mask_from is not None:
             if not isinstance(self.mask_from, str) or not self.mask_from:
                 raise PaiConfigError(f"prune.mask_from={self.mask_from!r} must be a path (a masks file or a run "
@@ -71,7 +71,3 @@ def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise PaiConfigError(f"prune.{key}={value!r} must be one of {', '.join(allowed)}")
 
-
-def _positive_int(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PaiConfigError(f"prune.{key}={value!r} must be an integer ≥ 1")

@@ -20,11 +20,13 @@ from pai.progress import progress
 from pai.pruning.cache import ScoreCache, cache_identity
 from pai.pruning.criteria.base import Criterion, Scores
 from pai.pruning.mask_calculator import Masks, check_finite, select_masks
-from pai.pruning.masks import apply_masks
+from pai.pruning.masks import apply_masks, zero_layers
 from pai.pruning.options import PruneOptions
 from pai.pruning.sparsity_schedules import schedule_sparsities
 from pai.pruning.warmup import bn_warmup
 from pai.run_files import check_sparsity_of, load_masks
+
+log = logging.getLogger(__name__)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,11 @@ def score_and_mask(cfg: DictConfig, options: PruneOptions, criterion: Criterion,
     With `prune.mask_from` nothing is scored: the given masks are loaded (after the BN warmup, which is part of
     the model that training starts from).
     """
+    params = dict(model.named_parameters())
+    zero = zero_layers({n: params[n] for n in names})
+    if zero:
+        log.warning("all-zero prunable layer(s), whose scores all tie (the mask there falls to position): %s",
+                    ", ".join(zero))
     rounds = options.rounds_for(criterion.default_rounds)
     info = {"warmup_seconds": 0.0, "score_seconds": 0.0, "cache_hit": False}
     if options.mask_from is not None:

@@ -44,9 +44,8 @@ mean/std are test accuracy in %, over seeds (runs of one seed are averaged first
 std uses ddof=1 (NaN for n = 1, printed "—"). The dense baseline (`pruner == none`, any asked sparsity)
 is one row per group whose statistics are repeated in every sparsity column (sparsity NaN, printed
 "dense", when the group has no pruned runs); it is never `best`. `best` is True for the highest pruned
-mean of each column (ties all True); Markdown shows it in bold. Rows: `none`, then random magnitude
-grad_norm snip grasp grasp_reference synflow synflow_seed fisher_diag fisher_pruner fts hutch_diag hutch_pruning
-hts ggn_diag obd ggn_taylor fisher_mc (labelled variants next to their pruner), then other pruners alphabetically.
+mean of each column (ties all True); Markdown shows it in bold. Rows: in CRITERION_ORDER (labelled
+variants next to their pruner), then other pruners alphabetically.
 """
 
 from pai.report.build import build_report, default_out_dir

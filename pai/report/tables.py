@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 
 DENSE = "none"
+# The report's row order (tables, plot legends and colours): the options of conf/pruner/ (tests/
+# test_sweep_presets.py checks that these are the same), in the paper's order by family.
 CRITERION_ORDER = (
     "none", "random", "magnitude", "grad_norm", "snip", "grasp", "grasp_reference", "synflow", "synflow_seed",
     "fisher_diag", "fisher_pruner", "fts", "hutch_diag", "hutch_pruning", "hts", "ggn_diag", "obd", "ggn_taylor",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pai.errors import PaiConfigError
+from pai.errors import PaiConfigError, check_int
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -23,7 +23,7 @@ class Recipe:
     label_smoothing: float = 0.0
     eval_batch_size: int = 1024
     augment: bool = True
-    steps_per_epoch: int | None = None  # cut every epoch short (smoke runs); null = the whole training set
+    steps_per_epoch: int | None = None  # cut every epoch short (smoke runs; ≥ 1); null = the whole training set
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     channels_last: str | bool = "auto"  # auto = on CUDA only
     compile: bool = False  # torch.compile the model for training
@@ -34,10 +34,13 @@ class Recipe:
     dist_wait_timeout_s: float = 7200.0  # how long the other ranks wait for rank 0's scoring / data download
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise PaiConfigError(f"train.epochs={self.epochs} must be ≥ 1")
-        if self.batch_size < 1:
-            raise PaiConfigError(f"train.batch_size={self.batch_size} must be ≥ 1")
+        for key in ("epochs", "batch_size", "eval_batch_size"):
+            check_int(f"train.{key}", getattr(self, key), minimum=1)
+        if self.steps_per_epoch is not None:  # 0 must not pass as "no limit"
+            check_int("train.steps_per_epoch", self.steps_per_epoch, minimum=1)
+        smoothing = self.label_smoothing
+        if isinstance(smoothing, bool) or not isinstance(smoothing, int | float) or not 0.0 <= smoothing < 1.0:
+            raise PaiConfigError(f"train.label_smoothing={smoothing!r} must be a number in [0, 1)")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise PaiConfigError(f"train.precision={self.precision!r} must be auto, fp32 or bf16")
         # bool("false") is True: a string other than "auto" must not silently turn channels_last on.

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from pai.pruning.criteria.base import Scores, SecondOrderCriterion
 from pai.pruning.estimators import ggn_diagonal, gradient_moments
+from pai.seeding import check_seed
 
 
 class _GaussNewton(SecondOrderCriterion):
@@ -93,4 +94,4 @@ class FisherMC(_GaussNewton):
         super().__init__(temperature, score_batch_size, path, chunk_size)
         self._require_positive(num_samples=num_samples)
         self.num_samples = int(num_samples)
-        self.seed = int(seed)
+        self.seed = check_seed(seed, "pruner.seed")

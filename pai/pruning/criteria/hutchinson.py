@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from pai.pruning.criteria.base import Scores, SecondOrderCriterion, check_hessian_params, hessian_parameters
 from pai.pruning.estimators import hutchinson
+from pai.seeding import check_seed
 
 
 class _Hutchinson(SecondOrderCriterion):
@@ -34,7 +35,7 @@ class _Hutchinson(SecondOrderCriterion):
         super().__init__(temperature, score_batch_size, path, chunk_size)
         self._require_positive(num_probes=num_probes)
         self.num_probes = int(num_probes)
-        self.seed = int(seed)
+        self.seed = check_seed(seed, "pruner.seed")
         self.hessian_params = check_hessian_params(hessian_params, self.name)
 
     def moments(self, model: nn.Module, inputs: Tensor, targets: Tensor, gradient: bool) -> tuple[Scores, Scores]:

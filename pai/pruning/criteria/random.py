@@ -2,7 +2,7 @@ import torch
 from torch import Tensor, nn
 
 from pai.pruning.criteria.base import Criterion, Scores
-from pai.seeding import Stream, make_generator
+from pai.seeding import Stream, check_seed, make_generator
 
 # The scores get their own random stream: drawn from `torch.Generator().manual_seed(seed)` they would repeat
 # the very uniforms that initialized the weights under `torch.manual_seed(seed)`, so "random" would keep the
@@ -16,7 +16,7 @@ class Random(Criterion):
     data_free = True
 
     def __init__(self, seed: int = 0):
-        self.seed = seed
+        self.seed = check_seed(seed, "pruner.seed")
 
     def score(self, model: nn.Module, inputs: Tensor, targets: Tensor) -> Scores:
         gen = make_generator(Stream.RANDOM_SCORES, self.seed)

@@ -77,11 +77,17 @@ def check_chunk_first(chunks: list[tuple[int, int, int]]) -> list[tuple[int, int
 
 
 def _owners(model: nn.Module, names: list[str]) -> dict[str, nn.Module] | None:
+    """The module of each scored weight `<module>.weight`, or None when a name is not of that form or a weight
+    is shared by several modules (tied): the hooks of one module would miss the other uses."""
     modules = dict(model.named_modules())
+    uses: dict[int, int] = {}
+    for m in modules.values():
+        for p in m.parameters(recurse=False):
+            uses[id(p)] = uses.get(id(p), 0) + 1
     owners: dict[str, nn.Module] = {}
     for n in names:
         prefix, _, leaf = n.rpartition(".")
-        if leaf != "weight" or prefix not in modules:
+        if leaf != "weight" or prefix not in modules or uses.get(id(modules[prefix].weight), 0) > 1:
             return None
         owners[n] = modules[prefix]
     return owners
@@ -103,7 +109,7 @@ class HookGrads:
     def __init__(self, model: nn.Module, obj: Objective):
         owners = _owners(model, list(obj.weights))
         if owners is None:
-            raise ValueError("hook-based gradients need '<module>.weight' names")
+            raise ValueError("hook-based gradients need '<module>.weight' names, each weight in one module")
         self.obj, self.owners = obj, owners
         self.scratch = Scratch()
 

@@ -1,0 +1,1 @@
+"""pai's Hydra launchers (see launchers.py)."""
