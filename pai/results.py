@@ -41,6 +41,8 @@ def config_hash(cfg: DictConfig, criterion: Criterion) -> str:
     for key in NOT_HASHED:
         resolved.pop(key, None)
     resolved.get("prune", {}).pop("cache", None)
+    if resolved.get("prune", {}).get("ablation") == "none":  # runs from before prune.ablation keep their hash
+        resolved["prune"].pop("ablation")
     for key in NOT_HASHED_TRAIN:
         resolved.get("train", {}).pop(key, None)
     if not criterion.prunes:  # the dense baseline is one run whatever sparsity a sweep asks for

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from pai.build import resolved
 from pai.errors import PaiConfigError
+from pai.pruning.ablations import ABLATIONS
 from pai.pruning.mask_calculator import SCOPES
 from pai.pruning.sparsity_schedules import SCHEDULES
 
@@ -26,11 +27,13 @@ class PruneOptions:
     rounds: int | None = None  # scoring rounds; None = the criterion's default
     schedule: str = "exponential"  # sparsity schedule between rounds
     invert: bool = False  # keep the lowest scores instead
+    ablation: str = "none"  # none | layer_shuffle | reinit: a sanity check applied to the final mask
     cache: bool = True  # reuse single-round scores across sparsities
 
     def __post_init__(self) -> None:
         _one_of("scope", self.scope, SCOPES)
         _one_of("schedule", self.schedule, SCHEDULES)
+        _one_of("ablation", self.ablation, ABLATIONS)
         for key in ("augment", "bn_warmup", "prune_classifier", "invert", "cache"):
             if not isinstance(getattr(self, key), bool):
                 raise PaiConfigError(f"prune.{key}={getattr(self, key)!r} must be true or false")

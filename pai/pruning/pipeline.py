@@ -1,6 +1,6 @@
 """From an initialized model to masks, the machinery shared by every criterion: optional BN warmup, the scoring
-samples, scoring (or the score cache), the finiteness check, iterative rounds along a sparsity schedule, and
-the exact top-k masks."""
+samples, scoring (or the score cache), the finiteness check, iterative rounds along a sparsity schedule, the
+exact top-k masks, and the sanity-check ablations (`prune.ablation`) of the final mask."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from pai.build import build
 from pai.data.base import ImageData
 from pai.errors import PaiConfigError
+from pai.pruning.ablations import overlap, reinitialize, shuffle_within_layers
 from pai.pruning.cache import ScoreCache, cache_identity
 from pai.pruning.criteria.base import Criterion, Scores
 from pai.pruning.mask_calculator import Masks, check_finite, select_masks
@@ -27,13 +29,32 @@ from pai.pruning.warmup import bn_warmup
 def score_and_mask(cfg: DictConfig, options: PruneOptions, criterion: Criterion, model: nn.Module,
                    data: ImageData, device: torch.device, names: list[str], sparsity: float,
                    warmup_batch_size: int = 512) -> tuple[Masks, dict]:
-    """Masks for `names` at `sparsity`, plus timings and `cache_hit`.
+    """Masks for `names` at `sparsity`, plus timings, `cache_hit`, `ablation` and `ablation_overlap`.
 
     BN warmup changes the model's running statistics in place: training then starts from the warmed-up model,
     as in the paper. Single-round scores are cached (`prune.cache`) under `${out_root}/cache`; a hit also
     restores the warmed-up BN buffers stored with the scores, so the model leaves in the same state either way.
     Concurrent jobs that need the same entry wait on its lock, so only the first one scores.
+    The ablation (`ablate`) acts on the final mask, after scoring or a cache hit alike.
     """
+    masks, info = _criterion_masks(cfg, options, criterion, model, data, device, names, sparsity,
+                                   warmup_batch_size)
+    return ablate(cfg, options, model, masks, info)
+
+
+def ablate(cfg: DictConfig, options: PruneOptions, model: nn.Module, masks: Masks, info: dict) -> tuple[Masks, dict]:
+    """`prune.ablation` applied to a criterion's final mask: `layer_shuffle` redraws the kept positions of every
+    layer, `reinit` redraws the model's parameters in place (the caller zeroes the pruned ones, as after any
+    pruning). `ablation_overlap` is the fraction of the criterion's kept weights that the trained mask keeps."""
+    ablated = shuffle_within_layers(masks, cfg.seed) if options.ablation == "layer_shuffle" else masks
+    if options.ablation == "reinit":
+        reinitialize(model, lambda: build(cfg.model, "model"), cfg.seed)
+    return ablated, {**info, "ablation": options.ablation, "ablation_overlap": overlap(ablated, masks)}
+
+
+def _criterion_masks(cfg: DictConfig, options: PruneOptions, criterion: Criterion, model: nn.Module,
+                     data: ImageData, device: torch.device, names: list[str], sparsity: float,
+                     warmup_batch_size: int) -> tuple[Masks, dict]:
     rounds = options.rounds_for(criterion.default_rounds)
     info = {"warmup_seconds": 0.0, "score_seconds": 0.0, "cache_hit": False}
     cache = ScoreCache(Path(cfg.out_root) / "cache") if options.cache and rounds == 1 else None
