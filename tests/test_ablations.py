@@ -142,8 +142,12 @@ def test_ablation_is_validated_and_hashed(tmp_path):
     assert "ablation" not in legacy.prune and config_hash(legacy, crit) == hashes["none"]
 
 
-def test_results_record_the_ablation(tmp_path):
-    res = run_pipeline(make_cfg(tmp_path, "pruner=snip", "prune.ablation=layer_shuffle", "train=quick",
-                                "train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=16"))
+def test_results_record_the_ablation_and_effective_sparsity(tmp_path):
+    res = run_pipeline(make_cfg(tmp_path, "pruner=snip", "prune.ablation=layer_shuffle", "sparsity=0.98",
+                                "train=quick", "train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=16"))
     saved = json.loads(Path(res["run_dir"], "results.json").read_text())
     assert saved["ablation"] == "layer_shuffle" and 0.0 <= saved["ablation_overlap"] < 0.5
+    assert saved["effective_sparsity"] >= saved["sparsity_achieved"]
+    assert set(saved["effective_layer_density"]) == set(saved["layer_density"])
+    assert all(saved["effective_layer_density"][n] <= d for n, d in saved["layer_density"].items())
+    assert set(saved["collapsed_layers"]) <= set(saved["effectively_empty_layers"])
