@@ -23,9 +23,7 @@ from torch import Tensor, nn
 from pai.pruning.mask_calculator import Masks
 from pai.seeding import Stream, derive_seed, make_generator
 
-ABLATIONS = ("none", "layer_shuffle", "reinit")
-# Suffix of the report row name (`snip+shuffle`), see pai.report.load.
-ROW_SUFFIX = {"layer_shuffle": "shuffle", "reinit": "reinit"}
+ABLATIONS = ("none", "layer_shuffle", "reinit")  # the report names the rows `snip+shuffle`, `snip+reinit`
 
 
 def shuffle_within_layers(masks: Mapping[str, Tensor], seed: int) -> Masks:
