@@ -145,7 +145,7 @@ class _ConnectivityMode(TorchFunctionMode):
         if name in MAX_POOLS or name in ADAPTIVE_MAX_POOLS:
             return self._max_pool(func, name, args, kwargs)
         if name in SOFTMAXES or name == "normalize":
-            dim = _arg(args, kwargs, 1, "dim", None if name != "normalize" else 1)
+            dim = _arg(args, kwargs, 1, "dim") if name in SOFTMAXES else _arg(args, kwargs, 2, "dim", 1)
             if dim is not None:
                 return self._groups(args[0], [dim])
         if name in ("layer_norm", "rms_norm"):
