@@ -151,3 +151,18 @@ def test_results_record_the_ablation_and_effective_sparsity(tmp_path):
     assert set(saved["effective_layer_density"]) == set(saved["layer_density"])
     assert all(saved["effective_layer_density"][n] <= d for n, d in saved["layer_density"].items())
     assert set(saved["collapsed_layers"]) <= set(saved["effectively_empty_layers"])
+
+
+def test_reinitialize_leaves_the_global_random_state_alone():
+    from pai.pruning.ablations import reinitialize
+
+    def build():
+        return torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3), torch.nn.Linear(3, 2))
+
+    torch.manual_seed(0)
+    model = build()
+    state = torch.get_rng_state()
+    before = [p.detach().clone() for p in model.parameters()]
+    reinitialize(model, build, seed=0)
+    assert torch.equal(state, torch.get_rng_state())
+    assert not torch.equal(model[0].weight, before[0]) and not torch.equal(model[2].bias, before[-1])

@@ -48,8 +48,8 @@ def reinitialize(model: nn.Module, build_fresh: Callable[[], nn.Module], seed: i
     same architecture again with the global RNG seeded from `Stream.REINIT` (the caller's RNG state is restored
     afterwards), and its parameters are copied in. Buffers (BN running statistics, after an optional warmup)
     are kept: they describe the data, not the initial values."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(Stream.REINIT, seed))
+    with torch.random.fork_rng(devices=[]):  # models are built on the CPU: only its generator is drawn from
+        torch.default_generator.manual_seed(derive_seed(Stream.REINIT, seed))
         fresh = build_fresh()
     fresh_params = dict(fresh.named_parameters())
     own = dict(model.named_parameters())
