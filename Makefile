@@ -63,7 +63,8 @@ fmnist-validation: $(STAMP)
 # {own mask, layer-shuffled} x sparsity {0.9, 0.98} x 5 seeds, + reinit for random/snip/hutch_diag/synflow at
 # 0.98. Two one-thread jobs walk the same grid in opposite orders: each skips the runs the other has finished or
 # is running (run-directory lock), so every run trains once and both cores stay busy. It shares the validation's
-# out_root, so finished validation runs with the same config are reused. Then the report of the study's runs.
+# out_root, so finished validation runs with the same config are reused. Then the report of the study's runs,
+# paired against random and (vs_snip/) against snip.
 STUDY_OUT ?= $(FMNIST_OUT)
 STUDY_DOCS ?= docs/results/fashion_mnist/study
 STUDY_PRUNERS := none,random,magnitude,grad_norm,snip,grasp,synflow,fisher_diag,fisher_pruner,fts,hutch_diag,hutch_pruning,hts,ggn_diag,obd
@@ -80,3 +81,4 @@ fmnist-study: $(STAMP)
 	  $(STUDY) hydra.sweep.dir=$(STUDY_OUT)/sweeps/study-$$stamp-b2 pruner=synflow,hutch_diag,snip,random $(STUDY_REINIT_BACKWARDS) ) & b=$$!; \
 	wait $$a; ra=$$?; wait $$b; rb=$$?; [ $$ra -eq 0 ] && [ $$rb -eq 0 ]
 	$(PY) -m pai.report $(STUDY_OUT)/runs --out $(STUDY_DOCS) $(STUDY_ONLY)
+	$(PY) -m pai.report $(STUDY_OUT)/runs --out $(STUDY_DOCS)/vs_snip $(STUDY_ONLY) --baseline snip
