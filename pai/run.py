@@ -17,6 +17,7 @@ from pai.data import build_dataset
 from pai.data.batching import check_batch_size
 from pai.device import resolve_device
 from pai.errors import PaiConfigError
+from pai.pruning.ablations import row_name
 from pai.pruning.connectivity import effective_stats
 from pai.pruning.criteria.base import Criterion
 from pai.pruning.mask_calculator import Masks, check_sparsity
@@ -96,8 +97,9 @@ def _run(cfg: DictConfig, options: PruneOptions, criterion: Criterion, recipe: R
     result = RunResult(**paths.identity(cfg, criterion), sparsity=sparsity, world_size=distributed.world_size())
     failed = True
     try:
+        job_type = row_name(cfg.get("label") or criterion.name, options.ablation if criterion.prunes else None)
         tracker.start(name=paths.name, config=run_config(cfg, criterion.prunes), group=paths.group,
-                      job_type=cfg.get("label") or criterion.name)
+                      job_type=job_type)
         result.update(_pipeline(cfg, options, criterion, recipe, sparsity, device, paths, tracker))
         result.status = "done"
         if main:

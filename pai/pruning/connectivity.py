@@ -185,18 +185,18 @@ class _ConnectivityMode(TorchFunctionMode):
         return torch.ones_like(t) if id(t) in self.constants else t
 
     def _weighted(self, func, args: tuple, kwargs: dict) -> Tensor:
-        args = list(args)
-        weight = _arg(args, kwargs, 1, "weight")
-        weight = self._weight(weight)
-        if len(args) > 1:
-            args[1] = weight
+        """conv/linear with the weight's mask (or 1) and no bias: a bias is a constant, not a path."""
+        positional = list(args)
+        weight = self._weight(_arg(args, kwargs, 1, "weight"))
+        if len(positional) > 1:
+            positional[1] = weight
         else:
             kwargs["weight"] = weight
-        if len(args) > 2:
-            args[2] = None
+        if len(positional) > 2:
+            positional[2] = None
         elif "bias" in kwargs:
             kwargs["bias"] = None
-        return _flag(func(*args, **kwargs))
+        return _flag(func(*positional, **kwargs))
 
     def _groups(self, x: Tensor, dims: list[int]) -> Tensor:
         """Each element depends on every element of its group (the same index outside `dims`)."""

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from pai.report.load import ABLATION_ROW_SUFFIX
+from pai.pruning.ablations import ROW_SUFFIX
 from pai.report.stats import ALPHA, holm, mean_ci, paired, scipy_stats
 
 DENSE = "none"
@@ -21,7 +21,7 @@ GROUP_KEYS = ["dataset", "model", "scope", "bn_warmup"]
 SUMMARY_COLUMNS = GROUP_KEYS + ["criterion", "pruner", "sparsity", "mean", "std", "ci_low", "ci_high", "n", "best"]
 COMPARISON_COLUMNS = GROUP_KEYS + ["sparsity", "kind", "criterion", "reference", "n", "diff", "ci_low", "ci_high", "p",
                                    "p_holm", "significant"]
-ABLATION_SUFFIXES = tuple(ABLATION_ROW_SUFFIX.values())  # `snip+shuffle`, `snip+reinit`
+ABLATION_SUFFIXES = tuple(ROW_SUFFIX.values())  # `snip+shuffle`, `snip+reinit`
 STD_DDOF = 1  # sample standard deviation over seeds, as pandas' default; undefined (NaN) for n = 1
 
 
