@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.pai-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow lint report clean-demo fmnist-validation slurm-up slurm-down synflow-seed seed-departures
+.PHONY: setup demo test test-slow lint report clean-demo fmnist-validation fmnist-study slurm-up slurm-down synflow-seed seed-departures
 
 setup: $(STAMP)
 
@@ -70,3 +70,27 @@ synflow-seed: $(STAMP)
 # docs/departures.md's measured effects on masks (a few minutes of one thread).
 seed-departures: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/seed_departures.py --out benchmarks/results/seed_departures.md
+
+# The Fashion-MNIST study (experiment=fmnist_study): 16 criteria x
+# {own mask, layer-shuffled} x sparsity {0.9, 0.98} x 5 seeds, + reinit for random/snip/hutch_diag/synflow at
+# 0.98. Two one-thread jobs walk the same grid in opposite orders: each skips the runs the other has finished or
+# is running (run-directory lock), so every run trains once and both cores stay busy. It shares the validation's
+# out_root, so finished validation runs with the same config are reused. Then the report of the study's runs,
+# paired against random and (vs_snip/) against snip.
+STUDY_OUT ?= $(FMNIST_OUT)
+STUDY_DOCS ?= docs/results/fashion_mnist/study
+STUDY_PRUNERS := none,random,magnitude,grad_norm,snip,grasp,grasp_reference,synflow,fisher_diag,fisher_pruner,fts,hutch_diag,hutch_pruning,hts,ggn_diag,obd
+STUDY_BACKWARDS := pruner=obd,ggn_diag,hts,hutch_pruning,hutch_diag,fts,fisher_pruner,fisher_diag,synflow,grasp_reference,grasp,snip,grad_norm,magnitude,random,none sparsity=0.98,0.9 seed=2,1,123,42,0 prune.ablation=layer_shuffle,none
+STUDY_REINIT := sparsity=0.98 prune.ablation=reinit seed=0,42,123,1,2
+STUDY_REINIT_BACKWARDS := sparsity=0.98 prune.ablation=reinit seed=2,1,123,42,0
+STUDY = OMP_NUM_THREADS=1 $(PY) launch.py -m experiment=fmnist_study out_root=$(STUDY_OUT) logger=none
+STUDY_ONLY := --only bn_warmup=false --only sparsity=0.9,0.98 --only label= --only pruner=$(STUDY_PRUNERS)
+fmnist-study: $(STAMP)
+	stamp=$$(date +%Y-%m-%d_%H-%M-%S); \
+	( $(STUDY) hydra.sweep.dir=$(STUDY_OUT)/sweeps/study-$$stamp-a && \
+	  $(STUDY) hydra.sweep.dir=$(STUDY_OUT)/sweeps/study-$$stamp-a2 pruner=random,snip,hutch_diag,synflow $(STUDY_REINIT) ) & a=$$!; \
+	( $(STUDY) hydra.sweep.dir=$(STUDY_OUT)/sweeps/study-$$stamp-b $(STUDY_BACKWARDS) && \
+	  $(STUDY) hydra.sweep.dir=$(STUDY_OUT)/sweeps/study-$$stamp-b2 pruner=synflow,hutch_diag,snip,random $(STUDY_REINIT_BACKWARDS) ) & b=$$!; \
+	wait $$a; ra=$$?; wait $$b; rb=$$?; [ $$ra -eq 0 ] && [ $$rb -eq 0 ]
+	$(PY) -m pai.report $(STUDY_OUT)/runs --out $(STUDY_DOCS) $(STUDY_ONLY)
+	$(PY) -m pai.report $(STUDY_OUT)/runs --out $(STUDY_DOCS)/vs_snip $(STUDY_ONLY) --baseline snip

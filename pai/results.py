@@ -45,6 +45,8 @@ def config_hash(cfg: DictConfig, criterion: Criterion) -> str:
     resolved.get("prune", {}).pop("cache", None)
     if resolved.get("prune", {}).get("schedule", "") is None:  # the schedule that runs, as hashed before null
         resolved["prune"]["schedule"] = criterion.default_schedule
+    if resolved.get("prune", {}).get("ablation") == "none":  # runs from before prune.ablation keep their hash
+        resolved["prune"].pop("ablation")
     for key in NOT_HASHED_TRAIN:
         resolved.get("train", {}).pop(key, None)
     hash_inputs(cfg, resolved)  # prune.mask_from, model.init_from: + the sha256 of their files; null: not hashed
@@ -175,6 +177,16 @@ class RunResult:
     layer_density: dict[str, float] | None = key("{param_name: kept fraction}")
     collapsed_layers: list[str] | None = key("layers with every weight pruned")
     mask_checksum: str | None = key("sha256 of the masks (every rank of a distributed run checks it)")
+    ablation: str | None = key("`prune.ablation` of the trained mask: `none` \\| `layer_shuffle` \\| `reinit` "
+                               "(null: the dense baseline, or a file from before the option)")
+    ablation_overlap: float | None = key("fraction of the criterion's kept weights that the trained mask keeps "
+                                         "(1.0 unless `layer_shuffle`)")
+    effective_sparsity: float | None = key("fraction of prunable weights pruned or on no input→output path "
+                                           "(Vysogorets & Kempe 2023)")
+    effective_layer_density: dict[str, float] | None = key("{param_name: fraction of weights kept and on an "
+                                                           "input→output path}")
+    effectively_empty_layers: list[str] | None = key("layers with no weight on an input→output path (collapsed "
+                                                     "ones included)")
     cache_hit: bool | None = key("scores came from the score cache (then `score_seconds` is 0: no scoring "
                                  "ran)")
     score_seconds: float | None = key("scoring time")

@@ -19,6 +19,8 @@ from pai.data import build_dataset
 from pai.data.batching import check_batch_size
 from pai.device import resolve_device
 from pai.errors import PaiConfigError
+from pai.pruning.ablations import row_name
+from pai.pruning.connectivity import effective_stats
 from pai.pruning.criteria.base import Criterion
 from pai.pruning.mask_calculator import Masks, check_keeps_weights, check_sparsity
 from pai.pruning.masks import achieved_sparsity, apply_masks, collapsed_layers, layer_density, prunable_weights
@@ -129,8 +131,9 @@ def _run(cfg: DictConfig, options: PruneOptions, criterion: Criterion, recipe: R
     try:
         if main:
             run_files.write_config(paths.dir, cfg)
+        job_type = row_name(cfg.get("label") or criterion.name, options.ablation if criterion.prunes else None)
         tracker.start(name=paths.name, config=run_config(cfg, criterion.prunes), group=paths.group,
-                      job_type=cfg.get("label") or criterion.name)
+                      job_type=job_type)
         result.update(_pipeline(cfg, options, criterion, recipe, sparsity, device, paths, tracker))
         result.status = "done"
         if main:
@@ -215,6 +218,9 @@ def _pipeline(cfg, options: PruneOptions, criterion: Criterion, recipe: Recipe, 
         distributed.agree(info["mask_checksum"], "the masks (checksum)")
         info.update(sparsity_achieved=achieved_sparsity(masks), layer_density=layer_density(masks),
                     collapsed_layers=collapsed_layers(masks))
+        info.update(effective_stats(model, masks, (data.in_channels, data.image_size, data.image_size)))
+        log.info("sparsity %.4f, effective sparsity %.4f (kept weights on no input-output path count as pruned)",
+                 info["sparsity_achieved"], info["effective_sparsity"])
         if info["collapsed_layers"]:
             log.warning("layer collapse: %d layer(s) fully pruned: %s", len(info["collapsed_layers"]),
                         ", ".join(info["collapsed_layers"]))

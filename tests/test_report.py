@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 
 from pai.report import CRITERION_ORDER, build_report
 from pai.report.plots import COLLAPSED_LABEL, density_figure, score_time_stats
@@ -86,6 +87,19 @@ def expected(crit: str, sp: float) -> tuple[float, float, int]:
     return statistics.mean(accs), statistics.stdev(accs), len(accs)
 
 
+def expected_cell(crit: str, sp: float) -> str:
+    """The table cell, from scipy's t interval computed here independently."""
+    m, s, n = expected(crit, sp)
+    lo, hi = scipy.stats.t.interval(0.95, n - 1, loc=m, scale=s / np.sqrt(n))
+    return f"{m:.2f} [{lo:.2f}, {hi:.2f}] ({n})"
+
+
+def table_rows(md: str) -> list[str]:
+    """Row names of the first Markdown table in `md` (the accuracy table)."""
+    lines = md[md.index("|"):].split("\n\n")[0].splitlines()
+    return [line.split("|")[1].strip() for line in lines if line.startswith("|")][2:]
+
+
 def test_table_values_match_independent_statistics(report):
     summary = report["summary"].set_index(["criterion", "sparsity"])
     for crit in CRITERIA:
@@ -97,10 +111,10 @@ def test_table_values_match_independent_statistics(report):
             assert np.std([accuracy(crit, sp, s) * 100 for s in SEEDS if (crit, sp, s) != MISSING],
                           ddof=1) == pytest.approx(row["std"])
             assert row["n"] == n
+            lo, hi = scipy.stats.t.interval(0.95, n - 1, loc=mean, scale=std / np.sqrt(n))
+            assert (row["ci_low"], row["ci_high"]) == pytest.approx((lo, hi), abs=1e-9)
     assert summary.loc[("hts", 0.99), "n"] == 2  # the missing seed shows
-    md = report["markdown"]
-    m, s, n = expected("magnitude", 0.9)
-    assert f"{m:.2f} ± {s:.2f} ({n})" in md
+    assert expected_cell("magnitude", 0.9) in report["markdown"]
 
 
 def test_dense_row_first_and_in_every_column(report):
@@ -110,9 +124,8 @@ def test_dense_row_first_and_in_every_column(report):
     assert np.allclose(dense["mean"], 95.0) and (dense["n"] == 1).all() and dense["std"].isna().all()
     assert not dense["best"].any()
     table = Path(report["tables"]["cifar10-resnet18-global-nowarmup"]["md"]).read_text()
-    rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("|")][2:]
-    assert rows == ["none", "magnitude", "snip", "hts"]  # CRITERION_ORDER, not file or alphabetical order
-    assert table.count("95.00 ± — (1)") == 2
+    assert table_rows(table) == ["none", "magnitude", "snip", "hts"]  # CRITERION_ORDER, not file order
+    assert table.count(" 95.00 (1) |") == 2  # one seed: no interval
 
 
 def test_dense_baseline_joins_the_bn_warmup_group(tmp_path):
@@ -141,13 +154,13 @@ def test_failed_and_corrupt_runs_are_listed_not_averaged(report):
 
 
 def test_best_cell_marked(report):
+    """hts leads snip at 0.9 by about one point in each seed (paired p = 0.04), snip leads at 0.99."""
     summary = report["summary"]
     best = summary[summary["best"]].set_index("sparsity")["criterion"].to_dict()
     assert best == {0.9: "hts", 0.99: "snip"}
-    m, s, n = expected("hts", 0.9)
-    assert f"**{m:.2f} ± {s:.2f} ({n})**" in report["markdown"]
-    m, s, n = expected("snip", 0.9)
-    assert f"**{m:.2f}" not in report["markdown"] and f"{m:.2f} ± {s:.2f} ({n})" in report["markdown"]
+    assert f"**{expected_cell('hts', 0.9)}**" in report["markdown"]
+    cell = expected_cell("snip", 0.9)
+    assert f"**{cell}" not in report["markdown"] and cell in report["markdown"]
 
 
 def test_csv_round_trips(report):
@@ -219,8 +232,7 @@ def test_mixed_sweep_and_labels(tmp_path):
     assert set(report["tables"]) == {"digits-resnet20-global-bnwarmup", "cifar10-resnet18-global-nowarmup"}
     digits = report["summary"][report["summary"]["dataset"] == "digits"]
     table = Path(report["tables"]["digits-resnet20-global-bnwarmup"]["md"]).read_text()
-    rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("|")][2:]
-    assert rows == ["random", "hutch_diag", "hutch_diag@T1", "alpha_custom", "zeta_custom"]
+    assert table_rows(table) == ["random", "hutch_diag", "hutch_diag@T1", "alpha_custom", "zeta_custom"]
     assert (digits["n"] == 2).all() and "none" not in set(digits["criterion"])
     assert "density" not in report["plots"]["cifar10-resnet18-global-nowarmup"]  # no run at 0.9 there
     assert any("density plot skipped" in note for note in report["notes"])
@@ -315,5 +327,133 @@ def test_report_on_real_sweep(tmp_path):
     assert (summary["n"] == 2).all() and (summary["sparsity"] == 0.9).all()
     assert report["failed"].empty and report["unreadable"].empty
     (md,) = [p["md"] for p in report["tables"].values()]
-    rows = [line.split("|")[1].strip() for line in Path(md).read_text().splitlines() if line.startswith("|")][2:]
-    assert rows == ["none", "random", "magnitude"]
+    assert table_rows(Path(md).read_text()) == ["none", "random", "magnitude"]
+
+
+# ---- statistics: CIs, paired tests against a baseline and against a criterion's own ablated mask, Holm ----
+
+STUDY_SEEDS = [0, 1, 2, 3, 4, 5]
+
+
+def study_accuracy(crit: str, seed: int) -> float:
+    """Seeds share a large offset (the init), which pairing removes; `good` is 3 points above random in every
+    seed (± 0.5), `noise` is random ± 1 point with mean 0; `good+shuffle` loses those 3 points again."""
+    shared = [0.0, 8.0, -6.0, 3.0, -9.0, 5.0][seed]
+    own = {"good": 3.0 + [0.3, -0.5, 0.2, 0.4, -0.1, 0.0][seed], "noise": [0.9, -1.0, 0.4, -0.6, 0.7, -0.4][seed],
+           "good+shuffle": [0.2, -0.3, 0.1, 0.4, -0.2, -0.1][seed], "random": 0.0}[crit]
+    return (60.0 + shared + own) / 100.0
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> dict:
+    runs = tmp_path_factory.mktemp("study") / "runs"
+    for seed in STUDY_SEEDS:
+        for crit in ("random", "good", "noise", "good+shuffle"):
+            pruner, _, suffix = crit.partition("+")
+            write_run(runs, pruner=pruner, sparsity=0.9, seed=seed, test_acc=study_accuracy(crit, seed),
+                      config_hash=f"{crit}{seed}", ablation="layer_shuffle" if suffix else "none",
+                      effective_sparsity=0.95 if pruner == "good" else 0.92, ablation_overlap=0.1 if suffix else 1.0,
+                      effectively_empty_layers=["conv1.weight"] if crit == "noise" else [])
+    return build_report(runs, tmp_path_factory.mktemp("study_out"))
+
+
+def per_seed(crit: str) -> np.ndarray:
+    return np.array([study_accuracy(crit, s) * 100 for s in STUDY_SEEDS])
+
+
+def test_paired_comparison_against_the_baseline(study):
+    comps = study["comparisons"].set_index(["kind", "criterion"])
+    good, noise = comps.loc[("baseline", "good")], comps.loc[("baseline", "noise")]
+    d = per_seed("good") - per_seed("random")
+    lo, hi = scipy.stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=scipy.stats.sem(d))
+    assert good["n"] == 6 and good["diff"] == pytest.approx(d.mean())
+    assert (good["ci_low"], good["ci_high"]) == pytest.approx((lo, hi))
+    assert good["p"] == pytest.approx(scipy.stats.ttest_rel(per_seed("good"), per_seed("random")).pvalue)
+    assert good["significant"] and not noise["significant"] and noise["p"] > 0.3
+    # An unpaired test drowns the same 3 points in the seed-to-seed spread: pairing is what finds them.
+    assert scipy.stats.ttest_ind(per_seed("good"), per_seed("random")).pvalue > 0.2
+    # Holm over the rows of the table: the smaller p is doubled, the larger one kept (m = 2).
+    assert good["p_holm"] == pytest.approx(min(1.0, 2 * good["p"]))
+    assert noise["p_holm"] == pytest.approx(max(noise["p"], good["p_holm"]))
+    md = study["markdown"]
+    row = next(line for line in md.splitlines() if line.startswith("| good ") and "[" in line)
+    assert row.rstrip(" |").endswith("↑")
+    noise_row = next(line for line in md.splitlines() if line.startswith("| noise "))
+    assert "↑" not in noise_row and "↓" not in noise_row
+    assert f"{d.mean():+.2f} [{lo:+.2f}, {hi:+.2f}] p<0.001* (6)" in md
+
+
+def test_a_criterion_against_its_own_shuffled_mask(study):
+    comps = study["comparisons"]
+    (row,) = comps[comps["kind"] == "ablation:shuffle"].itertuples()
+    assert (row.criterion, row.reference) == ("good", "good+shuffle") and row.significant
+    d = per_seed("good") - per_seed("good+shuffle")
+    assert row.diff == pytest.approx(d.mean()) and row.n == 6
+    assert "Own mask − its layer-shuffled mask" in study["markdown"]
+    shuffled = comps[(comps["kind"] == "baseline:shuffle")]
+    assert list(shuffled["criterion"]) == ["good+shuffle"] and not shuffled["significant"].any()
+    runs = study["runs"]
+    assert set(runs.loc[runs["ablation"] == "layer_shuffle", "criterion"]) == {"good+shuffle"}
+
+
+def test_no_best_without_a_significant_lead_and_a_warning_without_dense(study):
+    summary = study["summary"]
+    # good leads noise by 3 points with p < 0.05 in the paired test: bold
+    assert summary.set_index("criterion").loc["good", "best"]
+    assert study["notes"] and any("no dense baseline" in n for n in study["notes"])
+    assert "**Warning:** no dense baseline" in study["markdown"]
+
+
+def test_best_needs_a_significant_lead(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in range(4):
+        write_run(runs, pruner="snip", sparsity=0.9, seed=seed, test_acc=0.600 + [0.01, -0.02, 0.015, 0.0][seed],
+                  config_hash=f"s{seed}")
+        write_run(runs, pruner="hts", sparsity=0.9, seed=seed, test_acc=0.601 + [-0.01, 0.02, -0.01, 0.005][seed],
+                  config_hash=f"h{seed}")
+        write_run(runs, pruner="none", sparsity=0.9, seed=seed, test_acc=0.7, config_hash=f"n{seed}")
+    report = build_report(runs, tmp_path / "out")
+    assert not report["summary"]["best"].any() and "**" not in report["markdown"].split("\n## ")[1]
+    assert not any("no dense baseline" in n for n in report["notes"])
+
+
+def test_holm_step_down():
+    from pai.report.stats import holm
+
+    adjusted = holm([0.04, 0.01, np.nan, 0.03, 0.5])
+    # sorted 0.01, 0.03, 0.04, 0.5 (m = 4): 0.04, 0.09, max(0.09, 0.08), max(0.09, 0.5)
+    np.testing.assert_allclose(adjusted, [0.09, 0.04, np.nan, 0.09, 0.5])
+    assert np.all(np.diff(np.sort(adjusted[~np.isnan(adjusted)])) >= 0)
+    assert holm([0.4, 0.9]).tolist() == [0.8, 0.9] and holm([]).size == 0
+
+
+def test_effective_sparsity_beside_nominal(study):
+    conn = study["connectivity"].set_index("criterion")
+    assert conn.loc["good", "effective"] == pytest.approx(0.95) and conn.loc["noise", "effectively_empty"] == 1
+    assert conn.loc["good", "nominal"] == pytest.approx(0.9)
+    assert "0.9000 → 0.9500 (0 empty, 0 collapsed)" in study["markdown"]
+
+
+def test_accuracy_plot_error_bars_are_the_intervals_and_points_are_dodged(study):
+    from pai.report.plots import accuracy_figure
+
+    summary = study["summary"]
+    fig = accuracy_figure(summary, "t")
+    ax = fig.axes[0]
+    assert "95 % CI" in ax.get_ylabel() and "n = 6" in ax.get_ylabel()
+    xs, spans = {}, {}
+    for container in ax.containers:
+        line, _, (bars,) = container.lines[0], container.lines[1], container.lines[2]
+        xs[container.get_label()] = float(line.get_xdata()[0])
+        (segment,) = bars.get_segments()
+        spans[container.get_label()] = (segment[0][1], segment[1][1])
+    assert len(set(xs.values())) == len(xs) == 4  # one sparsity, four criteria at four x positions
+    row = summary.set_index("criterion").loc["good"]
+    assert spans["good"] == pytest.approx((row["ci_low"], row["ci_high"]))
+
+
+def test_only_keeps_the_selected_runs(study, tmp_path):
+    report = build_report(study["runs_dir"], tmp_path / "o", only=["pruner=good,random", "ablation=none"])
+    assert set(report["summary"]["criterion"]) == {"good", "random"}
+    proc = run_cli(str(study["runs_dir"]), "--out", str(tmp_path / "o2"), "--only", "nonsense=1")
+    assert proc.returncode == 2 and "--only" in proc.stderr

@@ -128,3 +128,43 @@ def test_preset_grid_narrowed_from_the_command_line(run_launch, tmp_path):
     results = all_results(out)
     assert sorted(r["pruner"] for r in results) == ["magnitude", "none"]
     assert all(r["status"] == "done" and r["wandb_group"] == "resnet18_cifar10" for r in results)
+
+
+STUDY_CRITERIA = [c for c in CRITERIA if c not in ("ggn_taylor", "fisher_mc")]  # the paper's + grasp_reference,
+# ggn_diag, obd
+
+
+def test_fmnist_study_grid_and_its_reuse_of_the_validation_runs():
+    from hydra.utils import instantiate
+
+    from pai.results import config_hash
+
+    cfg = _compose(["experiment=fmnist_study"])
+    assert cfg.experiment_name == "fmnist_study" and not cfg.prune.bn_warmup
+    grid = {tuple(sorted(job)) for job in expand_sweep(cfg)}
+    assert grid == {tuple(sorted([f"pruner={p}", f"sparsity={s}", f"seed={n}", f"prune.ablation={a}"]))
+                    for p, s, n, a in itertools.product(STUDY_CRITERIA, [0.9, 0.98], [0, 42, 123, 1, 2],
+                                                        ["none", "layer_shuffle"])}
+    # The same model, recipe and prune node as the validation without warmup: its runs have the same hash.
+    for pruner in ("snip", "none"):
+        study = _compose(["experiment=fmnist_study", f"pruner={pruner}", "seed=42", "sparsity=0.98"], False)
+        valid = _compose(["experiment=fmnist_validation", f"pruner={pruner}", "seed=42", "sparsity=0.98",
+                          "prune.bn_warmup=false"], False)
+        crit = instantiate(study.pruner)
+        assert config_hash(study, crit) == config_hash(valid, crit)
+    shuffled = _compose(["experiment=fmnist_study", "pruner=snip", "prune.ablation=layer_shuffle"], False)
+    assert config_hash(shuffled, instantiate(shuffled.pruner)) != config_hash(
+        _compose(["experiment=fmnist_study", "pruner=snip"], False), instantiate(shuffled.pruner))
+
+
+def test_make_fmnist_study_walks_the_same_grid_backwards():
+    """The second job of `make fmnist-study` must cover the preset's grid in the opposite order."""
+    cfg = _compose(["experiment=fmnist_study"])
+    text = (REPO_ROOT / "Makefile").read_text()
+    backwards = next(line for line in text.splitlines() if line.startswith("STUDY_BACKWARDS :="))
+    values = dict(item.split("=", 1) for item in backwards.split(":=", 1)[1].split())
+    assert set(values) == set(cfg.hydra.sweeper.params)
+    for key, forward in cfg.hydra.sweeper.params.items():
+        assert values[key].split(",") == str(forward).split(",")[::-1], key
+    pruners = next(line for line in text.splitlines() if line.startswith("STUDY_PRUNERS :="))
+    assert pruners.split(":=")[1].strip() == cfg.hydra.sweeper.params.pruner

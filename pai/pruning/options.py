@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from pai.build import resolved
 from pai.errors import PaiConfigError, check_int
+from pai.pruning.ablations import ABLATIONS
 from pai.pruning.mask_calculator import SCOPES
 from pai.pruning.sparsity_schedules import SCHEDULES
 
@@ -26,6 +27,7 @@ class PruneOptions:
     rounds: int | None = None  # scoring rounds; None = the criterion's default
     schedule: str | None = None  # sparsity schedule between rounds; None = the criterion's default
     invert: bool = False  # keep the lowest scores instead
+    ablation: str = "none"  # none | layer_shuffle | reinit: a sanity check applied to the final mask
     cache: bool = True  # reuse single-round scores across sparsities
     mask_from: str | None = None  # train this mask (a masks.safetensors or a run directory) instead of scoring
 
@@ -33,6 +35,7 @@ class PruneOptions:
         _one_of("scope", self.scope, SCOPES)
         if self.schedule is not None:
             _one_of("schedule", self.schedule, SCHEDULES)
+        _one_of("ablation", self.ablation, ABLATIONS)
         for key in ("augment", "bn_warmup", "prune_classifier", "invert", "cache"):
             if not isinstance(getattr(self, key), bool):
                 raise PaiConfigError(f"prune.{key}={getattr(self, key)!r} must be true or false")

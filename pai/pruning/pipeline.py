@@ -1,6 +1,6 @@
 """From an initialized model to masks, the machinery shared by every criterion: optional BN warmup, the scoring
-samples, scoring (or the score cache), the finiteness check, iterative rounds along a sparsity schedule, and
-the exact top-k masks."""
+samples, scoring (or the score cache), the finiteness check, iterative rounds along a sparsity schedule, the
+exact top-k masks, and the sanity-check ablations (`prune.ablation`) of the final mask."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from pai.build import build
 from pai.data.base import ImageData
 from pai.errors import PaiConfigError
 from pai.progress import progress
+from pai.pruning.ablations import overlap, reinitialize, shuffle_within_layers
 from pai.pruning.cache import ScoreCache, cache_identity
 from pai.pruning.criteria.base import Criterion, Scores
 from pai.pruning.mask_calculator import Masks, check_finite, select_masks
@@ -34,7 +36,7 @@ log = logging.getLogger(__name__)
 def score_and_mask(cfg: DictConfig, options: PruneOptions, criterion: Criterion, model: nn.Module,
                    data: ImageData, device: torch.device, names: list[str], sparsity: float,
                    warmup_batch_size: int = 512) -> tuple[Masks, dict]:
-    """Masks for `names` at `sparsity`, plus timings and `cache_hit`.
+    """Masks for `names` at `sparsity`, plus timings, `cache_hit`, `ablation` and `ablation_overlap`.
 
     BN warmup changes the model's running statistics in place: training then starts from the warmed-up model,
     as in the paper. Single-round scores are cached (`prune.cache`) under `${out_root}/cache`; a hit also
@@ -42,13 +44,32 @@ def score_and_mask(cfg: DictConfig, options: PruneOptions, criterion: Criterion,
     Concurrent jobs that need the same entry wait on its lock, so only the first one scores.
 
     With `prune.mask_from` nothing is scored: the given masks are loaded (after the BN warmup, which is part of
-    the model that training starts from).
+    the model that training starts from). The ablation (`ablate`) acts on the final mask, after scoring, a cache
+    hit or a loaded mask alike.
     """
     params = dict(model.named_parameters())
     zero = zero_layers({n: params[n] for n in names})
     if zero:
         log.warning("all-zero prunable layer(s), whose scores all tie (the mask there falls to position): %s",
                     ", ".join(zero))
+    masks, info = _criterion_masks(cfg, options, criterion, model, data, device, names, sparsity,
+                                   warmup_batch_size)
+    return ablate(cfg, options, model, masks, info)
+
+
+def ablate(cfg: DictConfig, options: PruneOptions, model: nn.Module, masks: Masks, info: dict) -> tuple[Masks, dict]:
+    """`prune.ablation` applied to a criterion's final mask: `layer_shuffle` redraws the kept positions of every
+    layer, `reinit` redraws the model's parameters in place (the caller zeroes the pruned ones, as after any
+    pruning). `ablation_overlap` is the fraction of the criterion's kept weights that the trained mask keeps."""
+    ablated = shuffle_within_layers(masks, cfg.seed) if options.ablation == "layer_shuffle" else masks
+    if options.ablation == "reinit":
+        reinitialize(model, lambda: build(cfg.model, "model"), cfg.seed)
+    return ablated, {**info, "ablation": options.ablation, "ablation_overlap": overlap(ablated, masks)}
+
+
+def _criterion_masks(cfg: DictConfig, options: PruneOptions, criterion: Criterion, model: nn.Module,
+                     data: ImageData, device: torch.device, names: list[str], sparsity: float,
+                     warmup_batch_size: int) -> tuple[Masks, dict]:
     rounds = options.rounds_for(criterion.default_rounds)
     info = {"warmup_seconds": 0.0, "score_seconds": 0.0, "cache_hit": False}
     if options.mask_from is not None:

@@ -8,6 +8,7 @@ import sys
 
 from pai.report.build import build_report
 from pai.report.load import ReportError
+from pai.report.stats import ALPHA
 
 PROG = "python -m pai.report"
 
@@ -19,6 +20,13 @@ def _sparsity(text: str) -> float:
     return value
 
 
+def _alpha(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1)")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=PROG, description="Tables and plots from a directory of pai runs.")
     p.add_argument("runs_dir", metavar="RUNS_DIR", help="directory searched recursively for results.json, or the "
@@ -26,6 +34,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="output directory (default: RUNS_DIR/report)")
     p.add_argument("--sparsity", type=_sparsity, default=None,
                    help="sparsity of the per-layer density plot (default: the highest one present)")
+    p.add_argument("--baseline", default="random",
+                   help="row every criterion is compared with, paired by seed (default: random)")
+    p.add_argument("--alpha", type=_alpha, default=ALPHA,
+                   help=f"significance level after Holm's correction (default: {ALPHA:g})")
+    p.add_argument("--only", action="append", default=None, metavar="COLUMN=V1,V2",
+                   help="keep only the runs whose COLUMN (a runs.csv column) is one of the values; repeatable "
+                        "(e.g. --only bn_warmup=false --only sparsity=0.9,0.98 --only label=)")
     p.add_argument("--wandb", action="store_true", help="also log tables and plots to one W&B run")
     p.add_argument("--wandb-report", action="store_true",
                    help="--wandb, then build the W&B Report comparing the sweep (saved when online with an API "
@@ -43,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        report = build_report(args.runs_dir, args.out, args.sparsity)
+        report = build_report(args.runs_dir, args.out, args.sparsity, args.baseline, args.alpha, args.only)
     except ReportError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

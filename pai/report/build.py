@@ -9,13 +9,40 @@ import pandas as pd
 
 from pai.report import plots
 from pai.report.load import ReportError, load_runs
-from pai.report.tables import GROUP_KEYS, STD_DDOF, group_name, summarize, to_markdown
-
-LEGEND = (
-    f"Cells: mean ± std (ddof={STD_DDOF}, \"—\" for one seed) of final test accuracy in % over seeds, (n) = "
-    "number of seeds. **Bold** = best pruned mean of the column. `none` = dense baseline, the same value in "
-    "every column. Blank = no finished run."
+from pai.report.stats import ALPHA, LEVEL
+from pai.report.tables import (
+    GROUP_KEYS,
+    baseline_marks,
+    comparison_markdown,
+    comparisons,
+    connectivity,
+    connectivity_markdown,
+    criterion_order,
+    group_name,
+    summarize,
+    to_markdown,
 )
+
+
+def legend(baseline: str, alpha: float = ALPHA) -> str:
+    return (
+        f"Cells: mean [{LEVEL:.0%} t confidence interval] of final test accuracy in % over seeds, (n) = number of "
+        f"seeds. ↑ / ↓ = significantly above / below `{baseline}` (paired t-test over shared seeds, "
+        f"Holm-corrected over the rows of the column, p < {alpha:g}). **Bold** = best pruned mean of the column, "
+        f"only when a paired t-test puts it ahead of the runner-up (p < {alpha:g}). `none` = dense baseline, the "
+        "same seeds in every column. `X+shuffle` / `X+reinit` = X's mask shuffled inside every layer / trained "
+        "from a fresh initialization (`prune.ablation`). Blank = no finished run."
+    )
+
+
+COMPARISON_TITLES = {
+    "baseline": "Paired difference vs `{baseline}` (points; [95 % CI]; Holm-corrected p; (pairs))",
+    "baseline:shuffle": "Layer-shuffled masks vs `{baseline}`",
+    "baseline:reinit": "Reinitialized masks vs `{baseline}`",
+    "ablation:shuffle": "Own mask − its layer-shuffled mask (positive: the mask carries information inside "
+                        "layers, not only layer densities)",
+    "ablation:reinit": "Own mask − the same mask trained from a fresh initialization",
+}
 
 
 def default_out_dir(runs_dir: str | Path) -> Path:
@@ -58,16 +85,41 @@ def _relative(path: str, runs_dir: Path) -> str:
         return path
 
 
-def build_report(runs_dir: str | Path, out_dir: str | Path | None = None,
-                 sparsity: float | None = None) -> dict[str, Any]:
+def _text(value: Any) -> str:
+    """How `--only` matches a value: null/NaN = "", booleans lower case, numbers as %g."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def select(runs: pd.DataFrame, only: list[str] | None) -> pd.DataFrame:
+    """Keep the runs whose COLUMN is one of the values of every `COLUMN=V1,V2` in `only` (`label=`: no label)."""
+    for item in only or []:
+        column, sep, values = item.partition("=")
+        if not sep or column not in runs.columns:
+            raise ReportError(f"--only {item!r}: expected COLUMN=V1,V2 with COLUMN one of {', '.join(runs.columns)}")
+        allowed = {v.strip().lower() for v in values.split(",")}
+        runs = runs[[_text(v).lower() in allowed for v in runs[column]]]
+    return runs.reset_index(drop=True)
+
+
+def build_report(runs_dir: str | Path, out_dir: str | Path | None = None, sparsity: float | None = None,
+                 baseline: str = "random", alpha: float = ALPHA, only: list[str] | None = None) -> dict[str, Any]:
     """Write tables, plots and report.md for every results.json below `runs_dir`.
 
     `sparsity` picks the level of the per-layer density plot (default: the highest level of each group).
-    Returns {"runs", "summary", "failed", "unreadable": DataFrames, "markdown": str, "runs_dir", "out_dir",
-    "report_md", "summary_csv", "runs_csv": Path, "tables": {group: {"md", "csv"}}, "plots": {group: {kind:
-    Path}}, "notes": [str]}. Raises ReportError when there is nothing to report on.
+    `baseline` is the row every criterion is compared with (paired by seed); `only` keeps a subset of the runs
+    (`select`). Returns {"runs", "summary", "comparisons", "connectivity", "failed", "unreadable": DataFrames,
+    "markdown": str, "runs_dir", "out_dir", "report_md", "summary_csv", "comparisons_csv", "runs_csv": Path,
+    "tables": {group: {"md", "csv", "comparisons_csv"}}, "plots": {group: {kind: Path}}, "notes": [str]}.
+    Raises ReportError when there is nothing to report on.
     """
     runs, unreadable = load_runs(runs_dir)
+    runs = select(runs, only)
     done = runs[runs["status"] == "done"].reset_index(drop=True)
     failed = runs.loc[runs["status"] != "done", ["path", "status", "error"]].reset_index(drop=True)
     if done.empty:
@@ -75,19 +127,27 @@ def build_report(runs_dir: str | Path, out_dir: str | Path | None = None,
                           f"{len(unreadable)} unreadable results.json")
     out = Path(out_dir) if out_dir is not None else default_out_dir(runs_dir)
     (out / "tables").mkdir(parents=True, exist_ok=True)
-    summary = summarize(done)
+    summary = summarize(done, alpha)
+    comps = comparisons(done, baseline, alpha)
+    conn = connectivity(done)
     notes = [n for n in [_duplicate_note(done)] if n]
     tables: dict[str, dict[str, Path]] = {}
     figures: dict[str, dict[str, Path]] = {}
-    sections = [f"# pai report: {runs_dir}\n\n{LEGEND}\n"]
+    text = legend(baseline, alpha)
+    sections = [f"# pai report: {runs_dir}\n\n{text}\n"]
     for key, group in summary.groupby(GROUP_KEYS, sort=True):
         name = group_name(key)
         group = group.reset_index(drop=True)
-        md = to_markdown(group)
-        sections.append(f"\n## {_title(key)}\n\n{md}\n")
-        paths = {"md": out / "tables" / f"{name}.md", "csv": out / "tables" / f"{name}.csv"}
-        paths["md"].write_text(f"# {_title(key)}\n\n{LEGEND}\n\n{md}\n")
+        in_group = (comps[GROUP_KEYS] == pd.Series(dict(zip(GROUP_KEYS, key, strict=True)))).all(axis=1)
+        group_comps = comps[in_group].reset_index(drop=True)
+        group_conn = conn[(conn[GROUP_KEYS] == pd.Series(dict(zip(GROUP_KEYS, key, strict=True)))).all(axis=1)]
+        body = _group_markdown(key, group, group_comps, group_conn, baseline, notes)
+        sections.append(f"\n## {_title(key)}\n\n{body}\n")
+        paths = {"md": out / "tables" / f"{name}.md", "csv": out / "tables" / f"{name}.csv",
+                 "comparisons_csv": out / "tables" / f"{name}_comparisons.csv"}
+        paths["md"].write_text(f"# {_title(key)}\n\n{text}\n\n{body}\n")
         group.to_csv(paths["csv"], index=False)
+        group_comps.to_csv(paths["comparisons_csv"], index=False)
         tables[name] = paths
         figures[name] = _plots(done, group, key, name, out / "plots", sparsity, notes)
     sections.append(_listing(failed, "Runs not done (left out of the tables)", Path(runs_dir)))
@@ -97,11 +157,39 @@ def build_report(runs_dir: str | Path, out_dir: str | Path | None = None,
     report_md.write_text(markdown)
     summary_csv = out / "summary.csv"
     summary.to_csv(summary_csv, index=False)
+    comparisons_csv = out / "comparisons.csv"
+    comps.to_csv(comparisons_csv, index=False)
+    conn.to_csv(out / "connectivity.csv", index=False)
     runs_csv = out / "runs.csv"
-    runs.drop(columns=["layer_density", "history", "collapsed_layers"]).to_csv(runs_csv, index=False)
-    return {"runs": runs, "summary": summary, "failed": failed, "unreadable": unreadable, "markdown": markdown,
-            "runs_dir": Path(runs_dir), "out_dir": out, "report_md": report_md, "summary_csv": summary_csv,
+    runs.drop(columns=["layer_density", "history", "collapsed_layers", "effective_layer_density",
+                       "effectively_empty_layers"]).to_csv(runs_csv, index=False)
+    return {"runs": runs, "summary": summary, "comparisons": comps, "connectivity": conn, "failed": failed,
+            "unreadable": unreadable, "markdown": markdown, "runs_dir": Path(runs_dir), "out_dir": out,
+            "report_md": report_md, "summary_csv": summary_csv, "comparisons_csv": comparisons_csv,
             "runs_csv": runs_csv, "tables": tables, "plots": figures, "notes": notes}
+
+
+def _group_markdown(key: tuple, summary: pd.DataFrame, comps: pd.DataFrame, conn: pd.DataFrame, baseline: str,
+                    notes: list[str]) -> str:
+    """The group's accuracy table, its paired comparisons and its nominal vs effective sparsity."""
+    parts = []
+    if not (summary["pruner"] == "none").any():
+        notes.append(f"{_title(key)}: no dense baseline (pruner=none) in this table")
+        parts.append("> **Warning:** no dense baseline (`pruner=none`) in this table.\n")
+    parts.append(to_markdown(summary, baseline_marks(comps)))
+    order = criterion_order(summary)
+    if baseline not in order:
+        parts.append(f"\nNo `{baseline}` rows here: no paired comparison against it (`--baseline`).")
+    for kind, title in COMPARISON_TITLES.items():
+        table = comparison_markdown(comps, kind, order)
+        if table:
+            parts.append(f"\n### {title.format(baseline=baseline)}\n\n{table}")
+    table = connectivity_markdown(conn, order)
+    if table:
+        parts.append("\n### Nominal → effective sparsity (mean effectively empty and collapsed layers per run)\n\n"
+                     "Effective sparsity counts kept weights on no input→output path as pruned (Vysogorets & "
+                     f"Kempe 2023); means over the runs that recorded it.\n\n{table}")
+    return "\n".join(parts)
 
 
 def _plots(done: pd.DataFrame, summary: pd.DataFrame, key: tuple, name: str, out: Path,

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from pai.pruning.ablations import row_name
 from pai.results import ResultsError, RunResult, parse_results
 
 # Columns of the runs DataFrame: what the tables and plots need from each RunResult, plus derived ones (path,
@@ -16,7 +17,8 @@ COLUMNS = (
     "path", "run_dir", "status", "error", "config_hash", "dataset", "model", "pruner", "label", "criterion",
     "seed", "sparsity", "sparsity_achieved", "scope", "bn_warmup", "test_acc", "test_loss", "score_seconds",
     "warmup_seconds", "train_seconds", "epochs", "n_collapsed", "collapsed_layers", "layer_density", "history",
-    "cache_hit", "wandb_group",
+    "cache_hit", "wandb_group", "ablation", "ablation_overlap", "effective_sparsity", "n_effectively_empty",
+    "effective_layer_density", "effectively_empty_layers",
 )
 
 
@@ -43,7 +45,7 @@ def _row(path: Path, r: RunResult) -> dict[str, Any]:
         "model": r.model,
         "pruner": r.pruner,
         "label": label,
-        "criterion": label or r.pruner,
+        "criterion": None if r.pruner is None else row_name(label or r.pruner, r.ablation),
         "seed": r.seed,
         # Rounded so that 0.9 and 0.9000000001 (float noise from config arithmetic) land in one column.
         "sparsity": float("nan") if r.sparsity is None else round(float(r.sparsity), 6),
@@ -63,6 +65,12 @@ def _row(path: Path, r: RunResult) -> dict[str, Any]:
         "history": history,
         "cache_hit": r.cache_hit,
         "wandb_group": r.wandb_group,
+        "ablation": r.ablation or "none",
+        "ablation_overlap": _float(r.ablation_overlap),
+        "effective_sparsity": _float(r.effective_sparsity),
+        "n_effectively_empty": float("nan") if r.effectively_empty_layers is None else len(r.effectively_empty_layers),
+        "effective_layer_density": dict(r.effective_layer_density or {}),
+        "effectively_empty_layers": list(r.effectively_empty_layers or []),
     }
 
 
@@ -111,20 +119,26 @@ def load_runs_csv(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         csv = pd.read_csv(path)
     except (OSError, ValueError) as exc:
         raise ReportError(f"{str(path)!r} is not a readable runs.csv: {exc}") from exc
-    missing = [c for c in COLUMNS if c not in csv.columns and c not in ("cache_hit", *_LISTS)]
+    missing = [c for c in COLUMNS if c not in csv.columns and c not in ("cache_hit", *_LISTS, *_OPTIONAL)]
     if missing:
         raise ReportError(f"{str(path)!r} is not a runs.csv of pai.report (no column {', '.join(missing)})")
     if "cache_hit" not in csv.columns:
         csv["cache_hit"] = (csv["pruner"] != "none") & (csv["score_seconds"] == 0.0)
     for column in _LISTS:
-        csv[column] = [{} if column == "layer_density" else [] for _ in range(len(csv))]
+        csv[column] = [{} if column.endswith("density") else [] for _ in range(len(csv))]
+    for column, default in _OPTIONAL.items():  # a runs.csv from before these columns
+        if column not in csv.columns:
+            csv[column] = default
     runs = csv[list(COLUMNS)].astype(object).where(csv[list(COLUMNS)].notna(), None)
     for column in ("sparsity", "sparsity_achieved", "test_acc", "test_loss", "score_seconds", "warmup_seconds",
-                   "train_seconds"):
+                   "train_seconds", "ablation_overlap", "effective_sparsity", "n_effectively_empty"):
         runs[column] = runs[column].astype(float)
     runs["seed"] = runs["seed"].astype(int)
     runs["bn_warmup"] = runs["bn_warmup"].astype(bool)
     return runs.reset_index(drop=True), pd.DataFrame(columns=["path", "reason"])
 
 
-_LISTS = ("layer_density", "history", "collapsed_layers")  # not in a runs.csv
+# Not in a runs.csv:
+_LISTS = ("layer_density", "history", "collapsed_layers", "effective_layer_density", "effectively_empty_layers")
+_OPTIONAL = {"ablation": "none", "ablation_overlap": float("nan"), "effective_sparsity": float("nan"),
+             "n_effectively_empty": float("nan")}

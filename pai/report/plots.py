@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from pai.report.tables import CRITERION_ORDER, DENSE, criterion_order, sparsity_label
 
 COLLAPSED_LABEL = "collapsed (≥1 seed)"
-ERROR_BARS = "±1 std over seeds"  # what the accuracy plot's error bars show (said in its legend)
+ERROR_BARS = "95 % CI over seeds"  # what the accuracy plot's error bars show (said in its legend)
 TICK_PT = 8  # smallest tick-label size, in points at the saved size
 # Markers and line styles cycle with different periods (15 and 4), so criteria that share one still differ in
 # the other, and lines that coincide (snip and fts often do) stay distinguishable.
@@ -48,31 +48,53 @@ def _styles(names: list[str]) -> dict[str, dict]:
                 "ls": LINESTYLES[_slot(n, names) % len(LINESTYLES)]} for n in names}
 
 
-def accuracy_figure(summary: pd.DataFrame, title: str) -> Figure:
-    """Test accuracy (%) vs sparsity, one line per criterion with ±std error bars; dense as a horizontal line.
+ABLATION_STYLES = {"shuffle": "--", "reinit": ":"}  # `snip+shuffle`: snip's colour and marker, hollow, dashed
 
-    Sparsity levels are equally spaced (0.8, 0.9, 0.95, 0.98, 0.99 would crowd a linear axis).
+
+def _base(name: str) -> tuple[str, str]:
+    """(`snip`, `--`) for `snip+shuffle`; (name, `-`) for a criterion's own mask."""
+    base, sep, suffix = name.rpartition("+")
+    return (base, ABLATION_STYLES[suffix]) if sep and suffix in ABLATION_STYLES else (name, "-")
+
+
+def accuracy_figure(summary: pd.DataFrame, title: str) -> Figure:
+    """Test accuracy (%) vs sparsity, one line per criterion with 95 % t confidence intervals over seeds as
+    error bars; dense as a horizontal line with its interval as a band. Every criterion has its own colour,
+    marker and line style; ablated rows (`snip+shuffle`) share their criterion's colour and marker, hollow and
+    dashed (dotted for `+reinit`).
+
+    Sparsity levels are equally spaced (0.8, 0.9, 0.95, 0.98, 0.99 would crowd a linear axis), and the criteria
+    at one level are dodged sideways so that their intervals do not hide each other.
     """
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     levels = sorted(summary["sparsity"].dropna().unique())
     pos = {s: i for i, s in enumerate(levels)}
     names = criterion_order(summary)
-    styles = _styles(names)
+    styles = _styles(list(dict.fromkeys(_base(n)[0] for n in names)))
+    pruned = [n for n in names if summary.loc[summary["criterion"] == n, "pruner"].iloc[0] != DENSE]
+    width = min(0.6, 0.06 * len(pruned))  # total spread of the dodged points at one level
+    offsets = {n: (i - (len(pruned) - 1) / 2) * (width / max(len(pruned) - 1, 1)) for i, n in enumerate(pruned)}
     for name in names:
         rows = summary[summary["criterion"] == name]
         if rows["pruner"].iloc[0] == DENSE:
-            mean, std = rows["mean"].iloc[0], rows["std"].fillna(0.0).iloc[0]
-            ax.axhline(mean, color="black", ls="--", lw=1, label=f"dense ({mean:.2f})")
-            if std > 0:
-                ax.axhspan(mean - std, mean + std, color="black", alpha=0.08, lw=0)
+            row = rows.iloc[0]
+            ax.axhline(row["mean"], color="black", ls="--", lw=1, label=f"dense ({row['mean']:.2f}, n={row['n']})")
+            if pd.notna(row["ci_low"]) and row["ci_high"] > row["ci_low"]:
+                ax.axhspan(row["ci_low"], row["ci_high"], color="black", alpha=0.08, lw=0)
             continue
         rows = rows.sort_values("sparsity")
-        ax.errorbar([pos[s] for s in rows["sparsity"]], rows["mean"], yerr=rows["std"].fillna(0.0),
-                    ms=5, capsize=3, label=name, **styles[name])
+        base, ablated = _base(name)
+        style = styles[base] if ablated == "-" else {**styles[base], "ls": ablated, "mfc": "none"}
+        low = (rows["mean"] - rows["ci_low"]).fillna(0.0).to_numpy()
+        high = (rows["ci_high"] - rows["mean"]).fillna(0.0).to_numpy()
+        ax.errorbar([pos[s] + offsets[name] for s in rows["sparsity"]], rows["mean"], yerr=[low, high],
+                    ms=5, capsize=3, label=name, **style)
     ax.set_xticks(range(len(levels)), [sparsity_label(s) for s in levels])
     ax.set_xlabel("sparsity")
-    ax.set_ylabel("test accuracy (%)")
+    n = summary["n"]
+    seeds = f"n = {n.min()}" if n.min() == n.max() else f"n = {n.min()}–{n.max()}"
+    ax.set_ylabel(f"test accuracy (%): mean, 95 % CI over seeds ({seeds})")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncols=2, title=f"error bars: {ERROR_BARS}", title_fontsize=8)
