@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from test_criteria_common import ALL_SCORING, HUTCHINSON, PER_SAMPLE, batch, make_criterion, one_thread, rel_close
 from torch import nn
 
+from pai.models.init_from import initializable
 from pai.pruning.estimators.hook_grads import hooks_supported
 from pai.pruning.estimators.per_sample import gradient_moments
 from pai.pruning.mask_calculator import make_masks
@@ -41,9 +42,11 @@ class SharedWeightNet(nn.Module):
         return self.fc(torch.relu(self.b(torch.relu(self.a(h.mean((2, 3)))))))
 
 
+@initializable
 def shared_weight_net(num_classes: int, in_channels: int = 3, width: float = 1.0,
                       zero_layer: str | None = None) -> SharedWeightNet:
-    """Builder for `model._target_` (the resnet20 node's keys; `width` unused); `zero_layer` zeroes one weight."""
+    """Builder for `model._target_` (the resnet20 node's keys, `width` unused, and model.init_from as every
+    builder); `zero_layer` zeroes one weight."""
     net = SharedWeightNet(num_classes, in_channels)
     if zero_layer:
         with torch.no_grad():
