@@ -431,7 +431,7 @@ def test_effective_sparsity_beside_nominal(study):
     conn = study["connectivity"].set_index("criterion")
     assert conn.loc["good", "effective"] == pytest.approx(0.95) and conn.loc["noise", "effectively_empty"] == 1
     assert conn.loc["good", "nominal"] == pytest.approx(0.9)
-    assert "0.9000 → 0.9500 (0 empty, 0 collapsed)" in study["markdown"]
+    assert "0.9000 → 0.9500 (0.0 empty, 0.0 collapsed)" in study["markdown"]
 
 
 def test_accuracy_plot_error_bars_are_the_intervals_and_points_are_dodged(study):

@@ -231,13 +231,13 @@ MIN_CORRELATION_ROWS = 5  # Spearman's p (t approximation) means little over few
 
 
 def connectivity_markdown(conn: pd.DataFrame, order: list[str]) -> str:
-    """`0.9800 → 0.9871 (2 empty, 1 collapsed)`: nominal → effective sparsity (mean effectively empty and
+    """`0.9800 → 0.9871 (2.0 empty, 1.0 collapsed)`: nominal → effective sparsity (mean effectively empty and
     collapsed layers per run),
     then, per sparsity, Spearman's rank correlation between effective sparsity and accuracy over the criteria's
     own masks."""
     if conn.empty:
         return ""
-    cells = [f"{r.nominal:.4f} → {r.effective:.4f} ({r.effectively_empty:g} empty, {r.collapsed:g} collapsed)"
+    cells = [f"{r.nominal:.4f} → {r.effective:.4f} ({r.effectively_empty:.1f} empty, {r.collapsed:.1f} collapsed)"
              for r in conn.itertuples()]
     lines = [_markdown(_wide(conn, cells, order)), ""]
     own = conn[~conn["criterion"].str.contains("+", regex=False)]
