@@ -71,7 +71,7 @@ synflow-seed: $(STAMP)
 seed-departures: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/seed_departures.py --out benchmarks/results/seed_departures.md
 
-# The Fashion-MNIST study (experiment=fmnist_study): 16 criteria x
+# The Fashion-MNIST study (experiment=fmnist_study): 17 criteria x
 # {own mask, layer-shuffled} x sparsity {0.9, 0.98} x 5 seeds, + reinit for random/snip/hutch_diag/synflow at
 # 0.98. Two one-thread jobs walk the same grid in opposite orders: each skips the runs the other has finished or
 # is running (run-directory lock), so every run trains once and both cores stay busy. It shares the validation's
@@ -79,8 +79,8 @@ seed-departures: $(STAMP)
 # paired against random and (vs_snip/) against snip.
 STUDY_OUT ?= $(FMNIST_OUT)
 STUDY_DOCS ?= docs/results/fashion_mnist/study
-STUDY_PRUNERS := none,random,magnitude,grad_norm,snip,grasp,grasp_reference,synflow,fisher_diag,fisher_pruner,fts,hutch_diag,hutch_pruning,hts,ggn_diag,obd
-STUDY_BACKWARDS := pruner=obd,ggn_diag,hts,hutch_pruning,hutch_diag,fts,fisher_pruner,fisher_diag,synflow,grasp_reference,grasp,snip,grad_norm,magnitude,random,none sparsity=0.98,0.9 seed=2,1,123,42,0 prune.ablation=layer_shuffle,none
+STUDY_PRUNERS := none,random,magnitude,grad_norm,snip,grasp,grasp_reference,synflow,synflow_seed,fisher_diag,fisher_pruner,fts,hutch_diag,hutch_pruning,hts,ggn_diag,obd
+STUDY_BACKWARDS := pruner=obd,ggn_diag,hts,hutch_pruning,hutch_diag,fts,fisher_pruner,fisher_diag,synflow_seed,synflow,grasp_reference,grasp,snip,grad_norm,magnitude,random,none sparsity=0.98,0.9 seed=2,1,123,42,0 prune.ablation=layer_shuffle,none
 STUDY_REINIT := sparsity=0.98 prune.ablation=reinit seed=0,42,123,1,2
 STUDY_REINIT_BACKWARDS := sparsity=0.98 prune.ablation=reinit seed=2,1,123,42,0
 STUDY = OMP_NUM_THREADS=1 $(PY) launch.py -m experiment=fmnist_study out_root=$(STUDY_OUT) logger=none

@@ -130,8 +130,8 @@ def test_preset_grid_narrowed_from_the_command_line(run_launch, tmp_path):
     assert all(r["status"] == "done" and r["wandb_group"] == "resnet18_cifar10" for r in results)
 
 
-STUDY_CRITERIA = [c for c in CRITERIA if c not in ("ggn_taylor", "fisher_mc")]  # the paper's + grasp_reference,
-# ggn_diag, obd
+# The paper's criteria, the reference code's grasp_reference and synflow_seed, ggn_diag and obd.
+STUDY_CRITERIA = [c for c in CRITERIA if c not in ("ggn_taylor", "fisher_mc")]
 
 
 def test_fmnist_study_grid_and_its_reuse_of_the_validation_runs():
