@@ -16,7 +16,8 @@ from pai.errors import PaiConfigError, check_int
 class Stream(IntEnum):
     """Every consumer of randomness draws from a CPU generator of its own, seeded by `make_generator(stream,
     seed, ...)`, so that one never shifts another (drawing scoring samples never changes the training order).
-    Always pass the stream first. Values are part of every result: never renumber one."""
+    Pass the stream first (random is the one historical exception). Values are part of every result: never
+    renumber one."""
 
     TRAIN = 0  # training order and augmentation per epoch; epoch -1 is the BN-warmup pass
     SCORING_SAMPLES = 1  # which training samples score, and their augmentation
@@ -24,7 +25,7 @@ class Stream(IntEnum):
     FISHER_MC_LABELS = 3  # labels sampled from the model's predictive (fisher_mc)
     LAYER_SHUFFLE = 4  # prune.ablation=layer_shuffle: the kept positions redrawn in each layer
     REINIT = 5  # prune.ablation=reinit: the weights redrawn before training
-    RANDOM_SCORES = 7  # the random criterion's scores
+    RANDOM_SCORES = 7  # the random criterion's scores (drawn as make_generator(seed, 7): see criteria/random.py)
 
 
 def derive_seed(*parts: int) -> int:

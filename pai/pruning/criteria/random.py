@@ -19,5 +19,7 @@ class Random(Criterion):
         self.seed = check_seed(seed, "pruner.seed")
 
     def score(self, model: nn.Module, inputs: Tensor, targets: Tensor) -> Scores:
-        gen = make_generator(Stream.RANDOM_SCORES, self.seed)
+        # The one call with the seed before the stream: random's masks have always been drawn so, and the run
+        # hash does not see code, so swapping would change finished runs' masks under their old directories.
+        gen = make_generator(self.seed, Stream.RANDOM_SCORES)
         return {n: torch.rand(w.shape, generator=gen).to(w.device) for n, w in self.weights(model).items()}
