@@ -38,9 +38,9 @@ from pai.pruning.options import PruneOptions
 from pai.run_files import model_node
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 4  # bump when the scoring code changes what a criterion returns (2: random's stream order, since restored;
-# 3: GraSP and the Hutchinson criteria differentiate every trainable parameter by default) or the entry format
-# changes (4: entries carry a content digest)
+CACHE_VERSION = 4  # bump when the scoring code changes what a criterion returns (2: random's stream order,
+# since restored; 3: GraSP and the Hutchinson criteria differentiate every trainable parameter by default) or
+# the entry format changes (4: entries carry a content digest)
 
 
 def weights_fingerprint(model: nn.Module) -> str:
