@@ -200,7 +200,10 @@ def load_weights(path: Path) -> dict[str, Tensor]:
 
 @torch.no_grad()
 def init_model(model: nn.Module, source: str | Path, state: str) -> Path:
-    """Load model.init_from's weights into `model` (every parameter and buffer; names and shapes checked)."""
+    """Load model.init_from's weights into `model` (every parameter and buffer; names and shapes checked).
+
+    A model on the meta device (pai.run.check_model's early check) gets the checks only: there is nothing to copy
+    into, so a bad file still fails before any work."""
     path = weights_file(source, state)
     weights = load_weights(path)
     own = model.state_dict()
@@ -209,7 +212,8 @@ def init_model(model: nn.Module, source: str | Path, state: str) -> Path:
     bad = [n for n, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
         raise PaiConfigError(f"{INIT_KEY}={path}: non-finite values in {_few(bad)}")
-    model.load_state_dict({n: weights[n].to(own[n].dtype) for n in own})
+    if not any(t.is_meta for t in own.values()):
+        model.load_state_dict({n: weights[n].to(own[n].dtype) for n in own})
     return path
 
 

@@ -48,10 +48,11 @@ def test_local_launcher_tells_each_job_the_batch_size(clean_env, monkeypatch):
     from hydra_plugins.pai_submitit import launchers
 
     seen = {}
-    # Patched on the classes pai's launcher derives from (Hydra's plugin scan may re-import submitit's module).
+    # Both patched on _WaitForEveryJob, the class right after pai's LocalLauncher in its MRO: patching submitit's
+    # module attribute misses when Hydra's plugin scan has re-imported that module (another class object).
     monkeypatch.setattr(launchers._WaitForEveryJob, "launch", lambda self, overrides, idx: [None] * len(overrides))
-    monkeypatch.setattr(launchers.submitit_launcher.LocalLauncher, "__call__",
-                        lambda self, *a, **k: seen.setdefault("jobs", os.environ[LOCAL_JOBS_ENV]))
+    monkeypatch.setattr(launchers._WaitForEveryJob, "__call__",
+                        lambda self, *a, **k: seen.setdefault("jobs", os.environ[LOCAL_JOBS_ENV]), raising=False)
     launcher = launchers.LocalLauncher(submitit_folder="x")
     launcher.launch([["seed=0"], ["seed=1"], ["seed=2"]], 0)
     pickle.loads(pickle.dumps(launcher))()  # what a job process does

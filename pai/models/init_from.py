@@ -26,7 +26,8 @@ def initializable(builder: Callable[..., M]) -> Callable[..., M]:
             from pai.run_files import init_model
 
             path = init_model(model, init_from, init_from_state)
-            log.info("initial weights from %s (model.init_from)", path)
+            if not any(p.is_meta for p in model.parameters()):  # the meta-device check build only checks the file
+                log.info("initial weights from %s (model.init_from)", path)
         return model
 
     return build
