@@ -75,7 +75,8 @@ seed-departures: $(STAMP)
 # {own mask, layer-shuffled} x sparsity {0.9, 0.98} x 5 seeds, + reinit for random/snip/hutch_diag/synflow at
 # 0.98. Two one-thread jobs walk the same grid in opposite orders: each skips the runs the other has finished or
 # is running (run-directory lock), so every run trains once and both cores stay busy. It shares the validation's
-# out_root, so finished validation runs with the same config are reused. Then the report of the study's runs,
+# out_root: finished runs of the same config are reused unless an older pai trained them (REUSABLE_FROM_SCHEMA in
+# pai/results.py; the validation's own runs predate it and are rerun). Then the report of the study's runs,
 # paired against random and (vs_snip/) against snip.
 STUDY_OUT ?= $(FMNIST_OUT)
 STUDY_DOCS ?= docs/results/fashion_mnist/study

@@ -13,7 +13,7 @@ from typing import cast
 import torch
 from omegaconf import DictConfig
 
-from pai import distributed, run_files
+from pai import distributed, files, run_files
 from pai.build import build
 from pai.data import build_dataset
 from pai.data.batching import check_batch_size
@@ -26,7 +26,7 @@ from pai.pruning.mask_calculator import Masks, check_keeps_weights, check_sparsi
 from pai.pruning.masks import achieved_sparsity, apply_masks, collapsed_layers, layer_density, prunable_weights
 from pai.pruning.options import PruneOptions
 from pai.pruning.pipeline import score_and_mask
-from pai.results import RunPaths, RunResult, read_results, run_paths, write_results
+from pai.results import REUSABLE_FROM_SCHEMA, RunPaths, RunResult, read_results, run_paths, write_results
 from pai.seeding import check_seed, seed_everything
 from pai.threads import set_threads
 from pai.tracking import Tracker, run_config
@@ -111,9 +111,15 @@ def _run(cfg: DictConfig, options: PruneOptions, criterion: Criterion, recipe: R
         if lock is None:  # another job is running this very config right now: do not train it twice
             decision = ("busy", paths.lock.read_text().strip())
         # Read (and, if invalid, set aside) only under the lock: a finished run is skipped, anything else reruns.
-        elif (previous := read_results(paths.results)) is not None and previous.finished:
+        elif (previous := read_results(paths.results)) is not None and previous.reusable:
             lock.close()
             decision = ("done", previous)
+        elif previous is not None and previous.finished:  # trained by an older pai: its last.pt must not resume
+            for stale in (paths.results, paths.checkpoint):
+                if stale.exists():
+                    files.set_aside(stale, f"finished under results schema {previous.schema_version} < "
+                                           f"{REUSABLE_FROM_SCHEMA}, which the current code does not reproduce; "
+                                           "the run is run again")
     # Every rank follows rank 0's decision; the broadcast is also the barrier after which all ranks may read
     # rank 0's last.pt (the resume point).
     decision = distributed.broadcast_object(decision, "the skip/resume decision")

@@ -52,6 +52,29 @@ def test_finished_run_is_skipped(tmp_path, caplog):
     assert second["test_acc"] == first["test_acc"] and ckpt.stat().st_mtime_ns == stamp
 
 
+def test_finished_run_of_an_older_schema_is_set_aside_and_rerun(tmp_path, caplog):
+    """A results.json without schema_version was trained by a pai whose random streams differed: the same config
+    hash no longer reproduces it, so it is not skipped, and its last.pt is not resumed (it would hand the old
+    run's final weights to the new one); both are kept beside the run as `*.corrupt-<time>`."""
+    cfg = make_cfg(tmp_path, "pruner=random", "train.epochs=1")
+    first = run(cfg)
+    run_dir = Path(first["run_dir"])
+    old = {k: v for k, v in first.items() if k != "schema_version"}
+    old["test_acc"] = 0.123  # what the old code got
+    (run_dir / "results.json").write_text(json.dumps(old))
+    caplog.set_level("INFO")
+    second = run(cfg)
+    assert "skipping finished run" not in caplog.text
+    assert second["status"] == "done" and second["schema_version"] == SCHEMA_VERSION
+    assert second["resumed_after_epoch"] is None and second["history"] == first["history"]
+    aside = sorted(p.name.split(".corrupt-")[0] for p in run_dir.glob("*.corrupt-*"))
+    assert aside == ["last.pt", "results.json"]
+    assert json.loads(next(run_dir.glob("results.json.corrupt-*")).read_text())["test_acc"] == 0.123
+    caplog.clear()
+    run(cfg)
+    assert "skipping finished run" in caplog.text  # the rerun is reused
+
+
 def test_dense_baseline_ignores_sparsity(tmp_path):
     a = run(make_cfg(tmp_path, "pruner=none", "sparsity=0.5", "train.epochs=1"))
     b = run(make_cfg(tmp_path, "pruner=none", "sparsity=0.9", "train.epochs=1"))
