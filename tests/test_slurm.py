@@ -156,8 +156,8 @@ def test_slurm_job_out_of_requeues_is_reported_timed_out(tmp_path):
     SLURM may send the USR2 up to 60 s earlier than `signal_delay_s` before the limit (its event resolution; on
     the test cluster it came 22 s after the start with a 1-minute limit and a 30 s delay, and in CI it once
     caught a 2-epoch "short" job). With a 2-minute limit and a 30 s delay it comes at least 30 s after the
-    start; the short job, one epoch of 8 steps, is done within its start-up time (≈10 s, ≈20 s on a loaded
-    machine), and the long one, 2000 such epochs (≈500 s), cannot finish before the limit."""
+    start; the short job, one epoch of 8 steps, is done within its start-up time (8 s measured with both cores
+    busy), and the long one, 2000 such epochs of 0.25 s (≈500 s), cannot finish before the limit."""
     env = launch_env(tmp_path)
     out, sweep = tmp_path / "out", tmp_path / "sweep"
     proc = popen_launch(["-m", *LONGER, *SLURM_TEST, "train.epochs=1,2000", "train.steps_per_epoch=8",
