@@ -215,7 +215,7 @@ def test_hutchinson_probes_run_over_the_whole_set(which):
         close(got, want)
 
 
-@pytest.mark.parametrize("which", ["all", "prunable"])
+@pytest.mark.parametrize("which", HESSIAN_PARAMS)
 def test_hutchinson_expectation_is_the_diagonal_whatever_the_set_but_its_noise_is_not(which):
     """Every entry within 5σ of the exact diagonal, σ_j² = Σ_i Σ_{l≠j} (H_i)_jl² / (N² K) over the set's
     off-diagonal entries; and the set with BN γ/β and biases has the larger σ on the conv weights."""

@@ -7,9 +7,10 @@ batch"; 1 = per-sample). Paths, all giving the same numbers up to rounding:
 - vmap: `torch.func.vmap(grad(...))` over `chunk_size` groups at once.
 - hooks: one batched forward/backward per chunk that returns only the layers' output gradients δ; each group's
   weight gradient is then formed from the saved layer inputs a (Linear: Σ δᵀa; Conv: δ times the input
-  patches, see hook_grads), as BackPACK does. On a CPU this is the fastest: about one batched forward+backward
-  on ResNet-18, where vmap is slower than the loop (benchmarks/results/scoring_cpu.md). Its self-check
-  (autograd's batched weight gradient against the hooks' sum) runs on the first group alone.
+  patches, see hook_grads), as BackPACK does. On a CPU this is the fastest: 1.25-1.6 batched forward+backward
+  passes on ResNet-20 and ResNet-18 (one thread), where vmap is slower than the loop
+  (benchmarks/results/scoring_cpu.md). Its self-check (autograd's batched weight gradient against the hooks'
+  sum) runs on the first group alone.
 - batched (only when F is not needed): g is linear in the samples, so one weighted batched backward gives it.
 - fast: batched without squares; else hooks, falling back to vmap when the model has a layer the hooks do not
   handle or their self-check (first chunk vs. autograd's batched gradient) fails.
