@@ -457,3 +457,17 @@ def test_only_keeps_the_selected_runs(study, tmp_path):
     assert set(report["summary"]["criterion"]) == {"good", "random"}
     proc = run_cli(str(study["runs_dir"]), "--out", str(tmp_path / "o2"), "--only", "nonsense=1")
     assert proc.returncode == 2 and "--only" in proc.stderr
+
+
+def test_a_defect_reproduction_is_labelled_under_its_table(tmp_path):
+    """synflow_seed's row carries the note that it reproduces the reference code's defect, not SynFlow; a table
+    without it carries no such note."""
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        write_run(runs, pruner="synflow", sparsity=0.9, seed=seed, test_acc=0.6, config_hash=f"a{seed}")
+        write_run(runs, pruner="none", sparsity=0.9, seed=seed, test_acc=0.7, config_hash=f"n{seed}")
+    assert "not SynFlow" not in build_report(runs, tmp_path / "without")["markdown"]
+    for seed in range(2):
+        write_run(runs, pruner="synflow_seed", sparsity=0.9, seed=seed, test_acc=0.1, config_hash=f"b{seed}")
+    md = build_report(runs, tmp_path / "with")["markdown"]
+    assert "> **`synflow_seed`** reproduces a defect of the reference code" in md and "it is not SynFlow" in md

@@ -10,10 +10,11 @@ import torch
 from conftest import REPO_ROOT, all_results
 
 from pai.conf_groups import group_options
+from pai.report.tables import DEFECT_REPRODUCTIONS
 
 CRITERIA = group_options(REPO_ROOT / "conf", "pruner")  # the one list of criteria: the files in conf/pruner/
-# The grids leave out the labelled reproduction of the reference code's SynFlow defect (docs/departures.md).
-GRID_CRITERIA = [c for c in CRITERIA if c != "synflow_seed"]
+# The grids leave out the labelled reproductions of the reference code's defects (docs/departures.md).
+GRID_CRITERIA = [c for c in CRITERIA if c not in DEFECT_REPRODUCTIONS]
 PAPER_SPARSITIES = [0.8, 0.9, 0.95, 0.98, 0.99]
 SEEDS = [0, 42, 123]
 
@@ -84,7 +85,7 @@ def test_the_criteria_are_the_pruner_folder():
     from pai.report.tables import CRITERION_ORDER
 
     assert {"none", "snip", "hutch_diag", "fisher_mc"} <= set(CRITERIA)
-    assert sorted(CRITERION_ORDER) == CRITERIA and len(GRID_CRITERIA) == len(CRITERIA) - 1 == 18
+    assert sorted(CRITERION_ORDER) == CRITERIA and len(GRID_CRITERIA) == 18
 
 
 WARMUP_SMOKE = ("resnet18_cifar10", "fmnist_validation")

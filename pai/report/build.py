@@ -11,6 +11,7 @@ from pai.report import plots
 from pai.report.load import ReportError, load_runs
 from pai.report.stats import ALPHA, LEVEL
 from pai.report.tables import (
+    DEFECT_REPRODUCTIONS,
     GROUP_KEYS,
     baseline_marks,
     comparison_markdown,
@@ -178,6 +179,8 @@ def _group_markdown(key: tuple, summary: pd.DataFrame, comps: pd.DataFrame, conn
         parts.append("> **Warning:** no dense baseline (`pruner=none`) in this table.\n")
     parts.append(to_markdown(summary, baseline_marks(comps)))
     order = criterion_order(summary)
+    parts.extend(f"\n> **`{code}`** {why}." for code, why in DEFECT_REPRODUCTIONS.items()
+                 if (summary["pruner"] == code).any())
     if baseline not in order:
         parts.append(f"\nNo `{baseline}` rows here: no paired comparison against it (`--baseline`).")
     for kind, title in COMPARISON_TITLES.items():

@@ -18,6 +18,12 @@ CRITERION_ORDER = (
     "fisher_diag", "fisher_pruner", "fts", "hutch_diag", "hutch_pruning", "hts", "ggn_diag", "obd", "ggn_taylor",
     "fisher_mc",
 )
+# Options of conf/pruner/ that reproduce a defect of the paper's reference code rather than a criterion: the paper
+# grids leave them out (`glob(*,exclude=...)`), and a report table that holds one says so under it.
+DEFECT_REPRODUCTIONS = {
+    "synflow_seed": "reproduces a defect of the reference code (its SynFlow schedule prunes to sparsity^(r/R), "
+                    "fed the sparsity instead of the density); it is not SynFlow (docs/departures.md)",
+}
 # One table (and one set of plots) per value of these. `scope` is in the key because pooling global- and
 # layer-wise masks into one cell would average two different experiments.
 GROUP_KEYS = ["dataset", "model", "scope", "bn_warmup"]
