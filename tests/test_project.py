@@ -79,7 +79,6 @@ def _copy_sources(dest: Path) -> Path:
     return dest
 
 
-@pytest.mark.slow
 def test_wheel_installs_and_runs_from_another_directory(tmp_path):
     src = _copy_sources(tmp_path / "src")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
