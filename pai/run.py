@@ -19,13 +19,13 @@ from pai.data import build_dataset
 from pai.data.batching import check_batch_size
 from pai.device import resolve_device
 from pai.errors import PaiConfigError
-from pai.pruning.ablations import row_name
+from pai.pruning.ablations import reinitialized_state, row_name
 from pai.pruning.connectivity import effective_stats
 from pai.pruning.criteria.base import Criterion
 from pai.pruning.mask_calculator import Masks, check_keeps_weights, check_sparsity
 from pai.pruning.masks import achieved_sparsity, apply_masks, collapsed_layers, layer_density, prunable_weights
 from pai.pruning.options import PruneOptions
-from pai.pruning.pipeline import score_and_mask
+from pai.pruning.pipeline import fresh_model, score_and_mask
 from pai.results import REUSABLE_FROM_SCHEMA, RunPaths, RunResult, read_results, run_paths, write_results
 from pai.seeding import check_seed, seed_everything
 from pai.threads import set_threads
@@ -182,6 +182,18 @@ def _remove_run_dir(run_dir: Path, runs_root: Path) -> None:
             break
 
 
+def _save_initial(cfg: DictConfig, options: PruneOptions, criterion: Criterion, model: torch.nn.Module,
+                  paths: RunPaths) -> None:
+    """init.safetensors: the weights training starts from, before BN warmup and pruning. Under
+    prune.ablation=reinit those are the redrawn parameters (the same seeded draw the ablation makes after
+    scoring), not the ones the mask was scored on (the seeded build, or model.init_from's weights)."""
+    content, state = "initial weights (before BN warmup and pruning)", model.state_dict()
+    if criterion.prunes and options.ablation == "reinit":
+        content = "initial weights after prune.ablation=reinit (before BN warmup and pruning)"
+        state = reinitialized_state(model, lambda: fresh_model(cfg), cfg.seed)
+    run_files.save_tensors(paths.dir / run_files.INIT, state, {"content": content, "run": paths.name})
+
+
 def _pipeline(cfg, options: PruneOptions, criterion: Criterion, recipe: Recipe, sparsity: float, device,
               paths: RunPaths, tracker) -> dict:
     seed_everything(cfg.seed)
@@ -195,8 +207,7 @@ def _pipeline(cfg, options: PruneOptions, criterion: Criterion, recipe: Recipe, 
     state = paths.checkpoint_state()
     main = distributed.is_main()
     if main and (state is None or not (paths.dir / run_files.INIT).exists()):  # a resumed run rebuilds the same
-        run_files.save_tensors(paths.dir / run_files.INIT, model.state_dict(),
-                               {"content": "initial weights (before BN warmup and pruning)", "run": paths.name})
+        _save_initial(cfg, options, criterion, model, paths)
     masks = None
     if state is not None:  # resuming: the masks (and the weights) come from the checkpoint
         masks, info = state["masks"], state["prune_info"]

@@ -2,7 +2,8 @@
 
     config.yaml        the run's resolved config (every key, interpolations resolved)
     overrides.yaml     the command-line overrides of the attempt that wrote it (a YAML list; [] from the API)
-    init.safetensors   the initial weights (the whole state_dict, before BN warmup and pruning)
+    init.safetensors   the initial weights (the whole state_dict, before BN warmup and pruning; under
+                       prune.ablation=reinit the redrawn parameters training starts from)
     masks.safetensors  the masks of a pruned run, uint8 (1 = kept) per prunable weight
 
 In:

@@ -35,15 +35,20 @@ SLURM_UP = "`make slurm-up` (scripts/slurm/up.sh, as root; `make slurm-down` sto
 
 @functools.cache
 def slurm_status() -> str | None:
-    """None when a SLURM controller answers, else why not."""
+    """None when a SLURM controller answers, else why not, naming the in-repo test cluster's start command."""
+    why = _slurm_down()
+    return None if why is None else f"{why}: start the test cluster with {SLURM_UP}"
+
+
+def _slurm_down() -> str | None:
     if not shutil.which("scontrol"):
-        return f"no scontrol on PATH: start the test cluster with {SLURM_UP}"
+        return "no scontrol on PATH"
     try:
         r = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"scontrol ping failed: {exc}"
+        return f"scontrol ping failed ({exc})"
     if "is UP" not in r.stdout:
-        return f"SLURM controller not UP ({(r.stdout + r.stderr).strip()[:200]}): start it with {SLURM_UP}"
+        return f"SLURM controller not UP ({(r.stdout + r.stderr).strip()[:200]})"
     return None
 
 

@@ -1,5 +1,6 @@
 """Masks and weights out (masks.safetensors, init.safetensors, `python -m pai.export`) and in
-(`prune.mask_from`, `model.init_from`): round trips reproduce a run exactly, mismatched files fail in one line."""
+(`prune.mask_from`, `model.init_from`), alone and with `prune.ablation`: round trips reproduce a run exactly,
+mismatched files fail in one line."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from safetensors.torch import load_file, save_file
 from pai import run_files
 from pai.errors import PaiConfigError
 from pai.export import main as export_main
+from pai.pruning.masks import prunable_weights
+from pai.pruning.options import PruneOptions
+from pai.pruning.pipeline import score_and_mask
 from pai.results import config_hash
 from pai.run import run
 
@@ -95,6 +99,51 @@ def test_init_from_trained_weights_prunes_them(source_run, tmp_path):
     # The model node's builder does the loading, so instantiate(cfg.model) gives the same model outside pai.run.
     model = instantiate(make_cfg(tmp_path, f"model.init_from={source_run['dir']}").model)
     assert all(torch.equal(t, trained[n]) for n, t in model.state_dict().items())
+
+
+def masks_and_model(out_root: Path, *overrides: str):
+    """(masks, model) of one `score_and_mask` call on the model node's build (model.init_from loaded)."""
+    cfg = make_cfg(out_root, *overrides)
+    torch.manual_seed(cfg.seed)
+    model = instantiate(cfg.model)
+    names = list(prunable_weights(model))
+    masks, _ = score_and_mask(cfg, PruneOptions.from_config(cfg.prune), instantiate(cfg.pruner), model,
+                              instantiate(cfg.dataset), torch.device("cpu"), names, 0.5, warmup_batch_size=32)
+    return masks, model
+
+
+def test_reinit_with_init_from_redraws_the_weights(source_run, tmp_path):
+    """prune.ablation=reinit under model.init_from: the mask is the one scored on the loaded weights, the
+    parameters are redrawn (not reloaded), and init.safetensors holds the redrawn ones training starts from."""
+    init = f"model.init_from={source_run['dir']}"
+    trained = torch.load(source_run["dir"] / "last.pt", weights_only=True)["model"]
+    own, loaded = masks_and_model(tmp_path, "pruner=magnitude", init)
+    masks, model = masks_and_model(tmp_path, "pruner=magnitude", init, "prune.ablation=reinit")
+    assert all(torch.equal(masks[n], own[n]) for n in own)
+    assert all(torch.equal(p, trained[n]) for n, p in loaded.named_parameters())  # no ablation: the loaded ones
+    redrawn = [n for n, p in model.named_parameters() if p.numel() > 1 and not torch.equal(p, trained[n])]
+    assert set(own) <= set(redrawn)  # every prunable weight, at least
+    res = run(make_cfg(tmp_path, "pruner=magnitude", "sparsity=0.5", init, "prune.ablation=reinit"))
+    run_dir = Path(res["run_dir"])
+    assert all(torch.equal(m.bool(), own[n]) for n, m in load_file(run_dir / run_files.MASKS).items())
+    started = load_file(run_dir / run_files.INIT)
+    assert all(torch.equal(started[n], p) for n, p in model.named_parameters())
+
+
+def test_mask_from_with_layer_shuffle_keeps_each_layer_count(source_run, tmp_path):
+    """prune.mask_from + prune.ablation=layer_shuffle: the loaded mask's kept count in every layer, at other
+    positions."""
+    loaded = {n: m.bool() for n, m in load_file(source_run["dir"] / run_files.MASKS).items()}
+    cfg = make_cfg(tmp_path, "pruner=magnitude", f"prune.mask_from={source_run['dir']}",
+                   "prune.ablation=layer_shuffle")
+    torch.manual_seed(cfg.seed)
+    model = instantiate(cfg.model)
+    shuffled, info = score_and_mask(cfg, PruneOptions.from_config(cfg.prune), instantiate(cfg.pruner), model,
+                                    instantiate(cfg.dataset), torch.device("cpu"), list(loaded), 0.8,
+                                    warmup_batch_size=32)
+    assert {n: int(m.sum()) for n, m in shuffled.items()} == {n: int(m.sum()) for n, m in loaded.items()}
+    assert not all(torch.equal(shuffled[n], loaded[n]) for n in loaded)
+    assert info["ablation"] == "layer_shuffle" and info["ablation_overlap"] < 0.5
 
 
 def test_mismatched_mask_file_is_rejected_in_one_line(source_run, tmp_path):

@@ -79,7 +79,6 @@ def _copy_sources(dest: Path) -> Path:
     return dest
 
 
-@pytest.mark.slow
 def test_wheel_installs_and_runs_from_another_directory(tmp_path):
     src = _copy_sources(tmp_path / "src")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
@@ -126,3 +125,19 @@ def test_wheel_installs_and_runs_from_another_directory(tmp_path):
     report = subprocess.run([str(venv / "bin" / "pai-report"), str(out / "runs")], cwd=user, env=env,
                             capture_output=True, text=True, timeout=300)
     assert report.returncode == 0 and "layer_scaled_magnitude" in report.stdout, report.stderr
+
+
+@pytest.mark.parametrize("down", ["no scontrol", "ping fails", "not up"])
+def test_every_slurm_skip_reason_names_the_in_repo_cluster_scripts(monkeypatch, down):
+    """Whatever keeps SLURM from answering, the skip reason says how to start the test cluster."""
+    import conftest
+
+    def ping(*args, **kwargs):
+        if down == "ping fails":
+            raise subprocess.TimeoutExpired("scontrol ping", 10)
+        return subprocess.CompletedProcess(args, 1, stdout="", stderr="slurm_load_ctl_conf error")
+
+    monkeypatch.setattr(shutil, "which", lambda name: None if down == "no scontrol" else "/usr/bin/scontrol")
+    monkeypatch.setattr(subprocess, "run", ping)
+    reason = conftest.slurm_status.__wrapped__()
+    assert "scripts/slurm/up.sh" in reason and "make slurm-up" in reason, reason

@@ -31,6 +31,13 @@ def test_basic_launcher_sweep_writes_every_result(run_launch, tmp_path):
     assert [r["status"] for r in recs] == ["done"] * 6
     assert {r["run_dir"] for r in recs} == {r["run_dir"] for r in results}
     assert "6 job(s): 6 done" in proc.output
+    # The sweep-end accuracy table: mean ± std over the two seeds (n = 2) per criterion and sparsity.
+    start = proc.output.index("test accuracy (%), mean ± std over seeds (n):")
+    table = [line.split("[HYDRA] ", 1)[-1] for line in proc.output[start:].splitlines()[1:6]]
+    assert table[0].split() == ["criterion", "\\", "sparsity", "dense", "0.9"]
+    rows = {line.split()[0]: line for line in table[2:]}
+    assert set(rows) == {"none", "random", "magnitude"} and all(r.count(" ± ") == 1 and r.rstrip().endswith(" (2)")
+                                                                 for r in rows.values())
 
 
 FLAKY = """

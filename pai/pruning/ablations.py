@@ -6,8 +6,9 @@ produced (after `prune.invert`, `prune.scope` and iterative rounds), so every cr
   layer's kept count exactly. What survives is the criterion's choice of layer densities only; a criterion that
   loses nothing under it carries no information about *which* weights inside a layer to keep.
 - `reinit`: the mask is kept, and every parameter (weights, biases, BN affine) is redrawn with the model's own
-  initializer from a stream of its own before training; the pruned weights are then zeroed again by the caller.
-  What survives is the mask alone, not its fit to the initial values it was scored on.
+  initializer from a stream of its own before training (also under `model.init_from`: the fresh model is built
+  without loading those weights); the pruned weights are then zeroed again by the caller. What survives is the
+  mask alone, not its fit to the initial values it was scored on.
 
 Each draw comes from `pai.seeding.Stream` (LAYER_SHUFFLE per layer index, REINIT), so the same seed repeats
 it and no other random consumer shifts.
@@ -15,6 +16,7 @@ it and no other random consumer shifts.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 
 import torch
@@ -65,6 +67,14 @@ def reinitialize(model: nn.Module, build_fresh: Callable[[], nn.Module], seed: i
         raise RuntimeError("prune.ablation=reinit: the rebuilt model has different parameters")
     for name, p in own.items():
         p.copy_(fresh_params[name].to(p.device, p.dtype))
+
+
+def reinitialized_state(model: nn.Module, build_fresh: Callable[[], nn.Module], seed: int) -> dict[str, Tensor]:
+    """The state_dict `model` has after `reinitialize(model, build_fresh, seed)`, on a copy: `model` is left as
+    it is (the draw is seeded, so the copy gets exactly the parameters the ablation will give the model)."""
+    twin = copy.deepcopy(model)
+    reinitialize(twin, build_fresh, seed)
+    return twin.state_dict()
 
 
 def overlap(ablated: Mapping[str, Tensor], original: Mapping[str, Tensor]) -> float:

@@ -63,8 +63,15 @@ def ablate(cfg: DictConfig, options: PruneOptions, model: nn.Module, masks: Mask
     pruning). `ablation_overlap` is the fraction of the criterion's kept weights that the trained mask keeps."""
     ablated = shuffle_within_layers(masks, cfg.seed) if options.ablation == "layer_shuffle" else masks
     if options.ablation == "reinit":
-        reinitialize(model, lambda: build(cfg.model, "model"), cfg.seed)
+        reinitialize(model, lambda: fresh_model(cfg), cfg.seed)
     return ablated, {**info, "ablation": options.ablation, "ablation_overlap": overlap(ablated, masks)}
+
+
+def fresh_model(cfg: DictConfig) -> nn.Module:
+    """The model node built with its own initializer: with `model.init_from` set, without loading those weights
+    (the reinit ablation redraws the parameters, whatever the run started from)."""
+    skip_init_from = {"init_from": None} if cfg.model.get("init_from") is not None else {}
+    return build(cfg.model, "model", **skip_init_from)
 
 
 def _criterion_masks(cfg: DictConfig, options: PruneOptions, criterion: Criterion, model: nn.Module,
