@@ -63,15 +63,16 @@ def test_slurm_failed_run_is_listed_and_exit_1(run_launch, tmp_path):
 
 
 def test_slurm_cancelled_job_is_reported_while_the_others_finish(tmp_path):
-    """One job of three is cancelled (scancel) while the others run: the launcher waits for all three and the
-    report lists how each ended, `cancelled` included (hydra-submitit-launcher alone stops waiting at the first
-    job without a result, so the jobs after it were reported "without record" and a later failure never).
+    """One job of three is cancelled (scancel) while the others run, and the job after it fails: the launcher
+    waits for all three and the report lists how each ended, `cancelled` and `failed` included
+    (hydra-submitit-launcher alone stops waiting at the first job without a result, so the jobs after it were
+    reported "without record" and a later failure never).
     The sweep folder is the default one (date, time, launch id): the jobs must find it too."""
     env = launch_env(tmp_path)
     out = tmp_path / "out"
-    # Job 1 trains for 500 epochs, so the scancel always lands while it runs; job 2 (8 epochs) is still
-    # pending or running then.
-    proc = popen_launch(["-m", *LONGER, *SLURM_TEST, "train.epochs=2,500,8", f"out_root={out}"], env)
+    # Job 1 trains for 500 epochs, so the scancel always lands while it runs; job 2 asks for 0 epochs, which
+    # its own validation refuses: a failure listed after the cancelled job.
+    proc = popen_launch(["-m", *LONGER, *SLURM_TEST, "train.epochs=2,500,0", f"out_root={out}"], env)
     sweep = wait_for("sweeps/*/*", out, proc)
     job_log = wait_for("1/pai.log", sweep, proc)
     array_task = wait_for(".submitit/*_1", sweep, proc).name
@@ -81,12 +82,13 @@ def test_slurm_cancelled_job_is_reported_while_the_others_finish(tmp_path):
     subprocess.run(["scancel", array_task], check=True)
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 1, output
-    assert "3 job(s): 1 cancelled, 2 done" in output
+    assert "3 job(s): 1 cancelled, 1 done, 1 failed" in output
     assert "CANCELLED #1: train.epochs=500" in output and "the job was cancelled (CANCELLED" in output
+    assert "FAILED #2: train.epochs=0" in output and "train.epochs=0 must be an integer ≥ 1" in output
     recs = job_records(sweep)
-    assert [r["status"] for r in recs] == ["done", "cancelled", "done"]
+    assert [r["status"] for r in recs] == ["done", "cancelled", "failed"]
     assert recs[1]["slurm_job_id"] == array_task and Path(recs[1]["run_dir"], "last.pt").exists()
-    assert sorted(len(r["history"]) for r in all_results(out)) == [2, 8]
+    assert [len(r["history"]) for r in all_results(out)] == [2]
 
 
 def test_slurm_preempted_job_requeues_and_resumes_identically(tmp_path):
