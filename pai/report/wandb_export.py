@@ -2,7 +2,9 @@
 
 `python -m pai.report RUNS_DIR --wandb` adds this run to the sweep's group (`--group`, else the runs'
 `wandb_group`). It holds, per (dataset, model, scope, bn_warmup) group `<g>` (`pai.report.tables.group_name`):
-`tables/<g>` (numeric summary), `tables/<g>_display` (as printed), `tables/<g>_layer_density` (mean kept
+`tables/<g>` (numeric summary), `tables/<g>_display` (as printed), `tables/<g>_comparisons` (the paired tests
+of comparisons.csv), `tables/<g>_connectivity` (nominal vs effective sparsity, connectivity.csv),
+`tables/<g>_layer_density` (mean kept
 fraction per criterion, sparsity and layer over seeds), `tables/<g>_collapsed` (per pruned run: how many and
 which layers were pruned entirely), and the figures `plots/<g>_<kind>`; plus `tables/runs`, and
 `tables/not_done` / `tables/unreadable` when there are such files. Its files go to `$WANDB_DIR/wandb/`, else to
@@ -125,6 +127,9 @@ def log_report(report: dict[str, Any], project: str = "pai", group: str | None =
             name = group_name(key)
             tables = {f"tables/{name}": group_summary,
                       f"tables/{name}_display": wide_table(group_summary, markdown=False).reset_index()}
+            for kind in ("comparisons", "connectivity"):  # comparisons.csv, connectivity.csv: this group's rows
+                frame = report[kind]
+                tables[f"tables/{name}_{kind}"] = frame[(frame[GROUP_KEYS] == list(key)).all(axis=1)]
             in_group = (density[GROUP_KEYS] == list(key)).all(axis=1)
             if in_group.any():
                 tables[f"tables/{name}_layer_density"] = density[in_group]
