@@ -118,10 +118,19 @@ class RunPaths:
             "model": model_name(cfg),
             "pruner": criterion.name,
             "label": default_label(cfg, criterion.name),
+            "hessian_params": getattr(criterion, "hessian_params", None),
+            "schedule": _schedule(cfg, criterion),
             "seed": cfg.seed,
             "scope": cfg.prune.scope,
+            "ablation": cfg.prune.get("ablation", "none") if criterion.prunes else None,
             "bn_warmup": bool(cfg.prune.bn_warmup) and criterion.prunes,
         }
+
+
+def _schedule(cfg: DictConfig, criterion: Criterion) -> str | None:
+    """`prune.schedule` when it changes the run (hashed as such): not null, not the criterion's default."""
+    schedule = cfg.prune.get("schedule")
+    return None if not criterion.prunes or schedule in (None, criterion.default_schedule) else str(schedule)
 
 
 def run_paths(cfg: DictConfig, criterion: Criterion) -> RunPaths:
@@ -143,6 +152,39 @@ SCHEMA_VERSION = 1  # bump when a key changes meaning or type; a file without th
 # run is set aside and run again instead of being mixed with runs of today's code. Bump it with any change that
 # alters what an unchanged config trains.
 REUSABLE_FROM_SCHEMA = 1
+
+
+ROW_SUFFIX = {"layer_shuffle": "shuffle", "reinit": "reinit"}  # report rows / W&B job types `snip+shuffle`
+INPUT_TAGS = ("init_from", "mask_from")  # `default_label`'s tags: `snip+mask_from`
+DEFAULT_HESSIAN_PARAMS = "all"  # conf/pruner/{grasp,grasp_reference,hts,hutch_*}.yaml
+
+
+def row_name(pruner: str, label: str | None = None, ablation: str | None = None,
+             hessian_params: str | None = None, schedule: str | None = None) -> str:
+    """The name a run's mask goes by in reports and as its W&B job type, so that no variant is averaged with
+    another: an explicit `label` as given; else the pruner, `[…]` naming a non-default `hessian_params` and
+    `prune.schedule` (`grasp[prunable]`, `synflow[seed_inverted]`), then `+mask_from` / `+init_from` for a run
+    given a mask or weights; either way `+shuffle` / `+reinit` when ablated (`snip+shuffle`).
+
+    `label` is what results.json records: `default_label` writes `<pruner>+mask_from` there when `label=` is not
+    set, which is read as those tags, not as an explicit label."""
+    tags = _input_tags(pruner, label)
+    if tags is None:
+        name = str(label)
+    else:
+        variants = [v for v in (hessian_params, schedule) if v is not None and v != DEFAULT_HESSIAN_PARAMS]
+        name = "".join([pruner, f"[{','.join(variants)}]" if variants else "", *(f"+{t}" for t in tags)])
+    suffix = ROW_SUFFIX.get(ablation or "none")
+    return f"{name}+{suffix}" if suffix else name
+
+
+def _input_tags(pruner: str, label: str | None) -> list[str] | None:
+    """The `+init_from` / `+mask_from` tags of a label `default_label` wrote (`[]` for none), None for an explicit
+    label."""
+    if label is None:
+        return []
+    head, *tags = label.split("+")
+    return tags if head == pruner and tags and all(t in INPUT_TAGS for t in tags) else None
 
 
 class ResultsError(ValueError):
@@ -174,6 +216,10 @@ class RunResult:
     pruner: str | None = key("criterion code (`none` = dense baseline)")
     label: str | None = key("report row name of a pruner variant (`label=`); else `<pruner>+mask_from` / "
                             "`+init_from` for a run given a mask or weights; else null")
+    hessian_params: str | None = key("`pruner.hessian_params` of a criterion with that knob: `all` \\| `prunable` "
+                                     "\\| `prunable_classifier` (null: no such knob, or a file from before the key)")
+    schedule: str | None = key("`prune.schedule` when it is not the criterion's default (null: the default, the "
+                               "dense baseline, or a file from before the key)")
     seed: int | None = key("the run's seed")
     sparsity: float | None = key("sparsity asked for (0 for the dense baseline: the sparsity it used)")
     sparsity_achieved: float | None = key("fraction of prunable weights removed")
@@ -253,6 +299,12 @@ class RunResult:
         """The scalars (W&B run summary): everything but the per-epoch/per-layer lists and the traceback."""
         return {k: v for k, v in self.to_dict().items()
                 if k != "traceback" and not isinstance(v, dict | list | tuple)}
+
+    def row_name(self) -> str | None:
+        """Its report row and W&B job type (`row_name`); None without a pruner."""
+        if self.pruner is None:
+            return None
+        return row_name(self.pruner, self.label, self.ablation, self.hessian_params, self.schedule)
 
     @property
     def finished(self) -> bool:

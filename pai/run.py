@@ -19,7 +19,7 @@ from pai.data import build_dataset
 from pai.data.batching import check_batch_size
 from pai.device import resolve_device
 from pai.errors import PaiConfigError
-from pai.pruning.ablations import reinitialized_state, row_name
+from pai.pruning.ablations import reinitialized_state
 from pai.pruning.connectivity import effective_stats
 from pai.pruning.criteria.base import Criterion
 from pai.pruning.mask_calculator import Masks, check_keeps_weights, check_sparsity
@@ -137,9 +137,8 @@ def _run(cfg: DictConfig, options: PruneOptions, criterion: Criterion, recipe: R
     try:
         if main:
             run_files.write_config(paths.dir, cfg)
-        job_type = row_name(cfg.get("label") or criterion.name, options.ablation if criterion.prunes else None)
         tracker.start(name=paths.name, config=run_config(cfg, criterion.prunes), group=paths.group,
-                      job_type=job_type)
+                      job_type=str(result.row_name()))
         result.update(_pipeline(cfg, options, criterion, recipe, sparsity, device, paths, tracker))
         result.status = "done"
         if main:

@@ -6,7 +6,8 @@ always reached (pai.run calls it in `finally`), so a failed run never leaks into
 What a W&B run holds (README.md, "Weights & Biases"):
 - config: the resolved run config (every key of conf/, e.g. `seed`, `pruner._target_`, `train.lr`);
 - identity: project/entity/tags from `conf/logger/wandb.yaml`, group = `experiment_name` (else one name per
-  launch, `default_group`), job_type = the `label` when set, else the criterion's name, name = the run's
+  launch, `default_group`), job_type = the run's report row (`pai.results.row_name`: the `label` when set,
+  else the criterion's name with its non-default variants marked, `grasp[prunable]`), name = the run's
   directory name under runs/;
 - config (`run_config`) also holds `pai_version`; the dense baseline's holds `sparsity: 0.0` and no `prune`
   node (it used neither);

@@ -313,6 +313,26 @@ def test_wandb_offline_holds_tables(sweep, tmp_path):
     assert got["n"].tolist() == want["n"].tolist() and got["criterion"].tolist() == want["criterion"].tolist()
 
 
+def test_wandb_from_a_runs_csv_outside_a_runs_folder(tmp_path):
+    """A runs.csv with no `runs` folder on its path (docs/results/...): the report's W&B run goes beside the
+    report (its --out folder, by default the CSV's own), and a W&B dir that is a file fails in one line."""
+    pytest.importorskip("wandb")
+    csv = tmp_path / "study" / "runs.csv"
+    csv.parent.mkdir()
+    csv.write_bytes((ROOT / "docs" / "results" / "fashion_mnist" / "report" / "runs.csv").read_bytes())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_CONFIG_DIR=str(tmp_path), HOME=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "pai.report", str(csv), "--wandb", "--out", str(tmp_path / "rep")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = (tmp_path / "rep" / "wandb").glob("offline-run-*")
+    assert f"W&B run in {run_dir}" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "pai.report", str(csv), "--wandb", "--wandb-dir", str(csv)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("python -m pai.report: error: W&B dir:")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (ROOT / "launch.py").exists(), reason="needs launch.py (the lead's pipeline)")
 def test_report_on_real_sweep(tmp_path):

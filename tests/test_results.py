@@ -79,3 +79,27 @@ def test_reading_a_bad_results_json_sets_it_aside(tmp_path, content, caplog):
     (aside,) = tmp_path.glob("results.json.corrupt-*")
     assert aside.read_text() == content and not path.exists() and str(path) in caplog.text
     assert read_results(path) is None  # now simply missing
+
+
+@pytest.mark.parametrize(
+    ("record", "row"),
+    [({"pruner": "grasp", "hessian_params": "all"}, "grasp"),  # the defaults: the plain row
+     ({"pruner": "grasp", "hessian_params": "prunable"}, "grasp[prunable]"),
+     ({"pruner": "synflow", "schedule": "seed_inverted"}, "synflow[seed_inverted]"),
+     ({"pruner": "hts", "hessian_params": "prunable_classifier", "schedule": "linear", "ablation": "reinit"},
+      "hts[prunable_classifier,linear]+reinit"),
+     ({"pruner": "snip", "label": "snip+mask_from"}, "snip+mask_from"),  # default_label's tags
+     ({"pruner": "grasp", "label": "grasp+init_from+mask_from", "hessian_params": "prunable",
+       "ablation": "layer_shuffle"}, "grasp[prunable]+init_from+mask_from+shuffle"),
+     ({"pruner": "grasp", "label": "g@x", "hessian_params": "prunable", "ablation": "none"}, "g@x"),  # label wins
+     ({"pruner": "grasp", "label": "grasp", "hessian_params": "prunable"}, "grasp"),  # explicit, = the pruner
+     ({"pruner": "none"}, "none")],
+)
+def test_row_name_marks_every_non_default_variant(record, row):
+    assert RunResult.from_dict({**DONE, **record}).row_name() == row
+
+
+def test_files_without_the_variant_keys_keep_their_row():
+    old = RunResult.from_dict({**DONE, "pruner": "grasp", "label": "snip@x"})
+    assert (old.hessian_params, old.schedule, old.row_name()) == (None, None, "snip@x")
+    assert RunResult.from_dict({**DONE, "pruner": "synflow_seed"}).row_name() == "synflow_seed"

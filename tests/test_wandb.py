@@ -214,3 +214,41 @@ def test_bad_mode_is_a_config_error():
 
     with pytest.raises(PaiConfigError, match="logger.mode"):
         WandbTracker(mode="onlne")
+
+
+def test_each_variant_has_its_own_row_and_the_same_wandb_job_type(tmp_path, monkeypatch):
+    """Non-default `pruner.hessian_params` / `prune.schedule`, `prune.mask_from` and ablations each get a report
+    row of their own, and W&B's job type is that row's name (one function, fed by results.json)."""
+    from hydra import compose, initialize_config_dir
+
+    from pai.report.load import load_runs
+    from pai.run import run
+    from pai.tracking import Tracker
+
+    job_types: dict[str, str] = {}
+    monkeypatch.setattr(Tracker, "start", lambda self, name, config, group, job_type: job_types.update(
+        {name: job_type}))
+    common = [*TINY, f"out_root={tmp_path}", "sparsity=0.5"]
+    variants = {
+        "grasp": ["pruner=grasp"],
+        "grasp[prunable]": ["pruner=grasp", "pruner.hessian_params=prunable"],
+        "grasp@x": ["pruner=grasp", "pruner.hessian_params=prunable_classifier", "label=grasp@x"],  # label wins
+        "synflow": ["pruner=synflow", "prune.rounds=2"],
+        "synflow[seed_inverted]": ["pruner=synflow", "prune.rounds=2", "prune.schedule=seed_inverted"],
+        "synflow_seed[exponential]": ["pruner=synflow_seed", "prune.rounds=2", "prune.schedule=exponential"],
+        "grasp+shuffle": ["pruner=grasp", "prune.ablation=layer_shuffle"],
+    }
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+            done = {row: run(compose("config", overrides=[*common, *args])) for row, args in variants.items()}
+            source = done["grasp"]["run_dir"]
+            done["snip+mask_from"] = run(compose("config", overrides=[*common, "pruner=snip",
+                                                                      f"prune.mask_from={source}"]))
+    finally:
+        torch.set_num_threads(threads)
+    runs, _ = load_runs(tmp_path / "runs")
+    rows = dict(zip(runs["run_dir"], runs["criterion"], strict=True))
+    assert {row: rows[r["run_dir"]] for row, r in done.items()} == {row: row for row in done}
+    assert {row: job_types[r["run_name"]] for row, r in done.items()} == {row: row for row in done}

@@ -37,7 +37,8 @@ def write_run(runs: Path, pruner: str, sparsity: float, seed: int, warmup: bool,
            "sparsity_achieved": 0.0 if dense else sparsity, "scope": "global", "bn_warmup": warmup and not dense,
            "test_acc": acc, "test_loss": 0.5, "layer_density": density, "collapsed_layers": collapsed,
            "score_seconds": 0.1, "warmup_seconds": 0.0, "train_seconds": 1.0, "status": "done",
-           "history": [{"epoch": 1, "test_acc": acc}], "wandb_group": group}
+           "history": [{"epoch": 1, "test_acc": acc}], "wandb_group": group,
+           "effective_sparsity": None if dense else sparsity + 0.001, "effectively_empty_layers": collapsed}
     folder = runs / "synthetic-resnet20" / (label or pruner) / f"sp{sparsity}-{warmup}" / f"seed{seed}"
     folder.mkdir(parents=True)
     res["run_dir"] = str(folder)
@@ -53,7 +54,7 @@ def built(tmp_path_factory) -> dict:
         write_run(runs, "none", 0.9, seed, False, acc=0.9 + 0.01 * seed, group=GROUPS[seed])
         for warmup in (False, True):
             for sparsity in (0.9, 0.98):
-                for pruner, label in (("snip", None), ("hts", None), ("hts", "hts@T1")):
+                for pruner, label in (("random", None), ("snip", None), ("hts", None), ("hts", "hts@T1")):
                     write_run(runs, pruner, sparsity, seed, warmup, label, acc=0.7 + 0.01 * seed, group=GROUPS[seed])
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}  # no WANDB_DIR, no API key
     env.update(WANDB_MODE="offline", WANDB_SILENT="true", HOME=str(out_root), WANDB_CONFIG_DIR=str(out_root))
@@ -153,8 +154,8 @@ def test_report_grid_shows_what_the_report_run_logged(built):
     tables = {p.table_name for p in grid.panels if isinstance(p, wr.WeavePanelSummaryTable)}
     media = [k for p in grid.panels if isinstance(p, wr.MediaBrowser) for k in p.media_keys]
     names = ["synthetic-resnet20-global-nowarmup", "synthetic-resnet20-global-bnwarmup"]
-    assert tables == {f"tables/{n}_{kind}" for n in names for kind in ("display", "layer_density", "collapsed")} | {
-        "tables/runs"}
+    kinds = ("display", "comparisons", "connectivity", "layer_density", "collapsed")
+    assert tables == {f"tables/{n}_{kind}" for n in names for kind in kinds} | {"tables/runs"}
     assert all(logged[t]["_type"] == "table-file" for t in tables)
     assert media and all(logged[k]["_type"] == "image-file" for k in media)
     # the collapsed-layer table names the layer that hts@T1 pruned entirely at 0.98 (both seeds), and only it
@@ -164,6 +165,20 @@ def test_report_grid_shows_what_the_report_run_logged(built):
     assert {(r["criterion"], r["sparsity"], r["seed"]) for r in rows if r["n_collapsed"]} == {
         ("hts@T1", 0.98, 0), ("hts@T1", 0.98, 1)}
     assert {r["collapsed_layers"] for r in rows if r["n_collapsed"]} == {"layer1.0.conv1.weight"}
+    # the paired tests of comparisons.csv and the effective sparsity of connectivity.csv, this group's rows
+    ref = logged["tables/synthetic-resnet20-global-nowarmup_comparisons"]
+    table = json.loads((built["run_dir"] / "files" / ref["path"]).read_text())
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    assert {(r["criterion"], r["reference"], r["sparsity"]) for r in rows} == {
+        (c, "random", s) for c in ("snip", "hts", "hts@T1") for s in (0.9, 0.98)}
+    assert {r["bn_warmup"] for r in rows} == {False} and all(r["n"] == 2 for r in rows)
+    ref = logged["tables/synthetic-resnet20-global-bnwarmup_connectivity"]
+    table = json.loads((built["run_dir"] / "files" / ref["path"]).read_text())
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    assert {(r["criterion"], r["sparsity"]) for r in rows} == {
+        (c, s) for c in ("random", "snip", "hts", "hts@T1") for s in (0.9, 0.98)}
+    assert {r["bn_warmup"] for r in rows} == {True}
+    assert {round(r["effective"] - r["nominal"], 6) for r in rows} == {0.001}
     ref = logged["tables/synthetic-resnet20-global-nowarmup_layer_density"]
     table = json.loads((built["run_dir"] / "files" / ref["path"]).read_text())
     rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]

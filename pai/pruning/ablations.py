@@ -25,15 +25,7 @@ from torch import Tensor, nn
 from pai.pruning.mask_calculator import Masks
 from pai.seeding import Stream, derive_seed, make_generator
 
-ABLATIONS = ("none", "layer_shuffle", "reinit")
-ROW_SUFFIX = {"layer_shuffle": "shuffle", "reinit": "reinit"}  # report rows / W&B job types `snip+shuffle`
-
-
-def row_name(criterion: str, ablation: str | None) -> str:
-    """The name a run's mask goes by in reports and W&B: its label or pruner, `+shuffle` / `+reinit` when
-    ablated (`snip+shuffle`)."""
-    suffix = ROW_SUFFIX.get(ablation or "none")
-    return f"{criterion}+{suffix}" if suffix else criterion
+ABLATIONS = ("none", "layer_shuffle", "reinit")  # report rows `snip+shuffle`, `snip+reinit`: pai.results.row_name
 
 
 def shuffle_within_layers(masks: Mapping[str, Tensor], seed: int) -> Masks:

@@ -51,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--entity", default=None, help="W&B entity (default: WANDB_ENTITY, else the account's)")
     p.add_argument("--group", default=None, help="W&B group (default: the runs' wandb_group)")
     p.add_argument("--wandb-dir", default=None,
-                   help="where the report's W&B run goes (default: $WANDB_DIR, else the runs' out_root)")
+                   help="where the report's W&B run goes (default: $WANDB_DIR, else the runs' out_root; for a "
+                        "runs.csv outside a `runs` folder, the --out folder)")
     return p.parse_args(argv)
 
 
@@ -73,8 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         from pai.report.wandb_export import log_report
 
         entity = args.entity or os.environ.get("WANDB_ENTITY")
-        logged = log_report(report, project=args.project, group=args.group, mode=args.wandb_mode, entity=entity,
-                            wandb_dir=args.wandb_dir)
+        try:
+            logged = log_report(report, project=args.project, group=args.group, mode=args.wandb_mode,
+                                entity=entity, wandb_dir=args.wandb_dir)
+        except OSError as exc:  # e.g. a --wandb-dir / WANDB_DIR that is a file
+            print(f"{PROG}: error: W&B dir: {exc} (set --wandb-dir or WANDB_DIR to a folder)", file=sys.stderr)
+            return 2
         print(f"{PROG}: W&B run in {logged.dir}", file=sys.stderr)
         if args.wandb_report:
             from pai.report import wandb_report

@@ -8,7 +8,6 @@ from typing import Any
 
 import pandas as pd
 
-from pai.pruning.ablations import row_name
 from pai.results import ResultsError, RunResult, parse_results
 
 # Columns of the runs DataFrame: what the tables and plots need from each RunResult, plus derived ones (path,
@@ -45,7 +44,7 @@ def _row(path: Path, r: RunResult) -> dict[str, Any]:
         "model": r.model,
         "pruner": r.pruner,
         "label": label,
-        "criterion": None if r.pruner is None else row_name(label or r.pruner, r.ablation),
+        "criterion": r.row_name(),
         "seed": r.seed,
         # Rounded so that 0.9 and 0.9000000001 (float noise from config arithmetic) land in one column.
         "sparsity": float("nan") if r.sparsity is None else round(float(r.sparsity), 6),

@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pandas as pd
 
-from pai.pruning.ablations import ROW_SUFFIX
 from pai.report.stats import ALPHA, holm, mean_ci, paired, scipy_stats
+from pai.results import ROW_SUFFIX
 
 DENSE = "none"
 # The report's row order (tables, plot legends and colours): the options of conf/pruner/ (tests/

@@ -2,11 +2,14 @@
 
 `python -m pai.report RUNS_DIR --wandb` adds this run to the sweep's group (`--group`, else the runs'
 `wandb_group`). It holds, per (dataset, model, scope, bn_warmup) group `<g>` (`pai.report.tables.group_name`):
-`tables/<g>` (numeric summary), `tables/<g>_display` (as printed), `tables/<g>_layer_density` (mean kept
+`tables/<g>` (numeric summary), `tables/<g>_display` (as printed), `tables/<g>_comparisons` (the paired tests
+of comparisons.csv), `tables/<g>_connectivity` (nominal vs effective sparsity, connectivity.csv),
+`tables/<g>_layer_density` (mean kept
 fraction per criterion, sparsity and layer over seeds), `tables/<g>_collapsed` (per pruned run: how many and
 which layers were pruned entirely), and the figures `plots/<g>_<kind>`; plus `tables/runs`, and
 `tables/not_done` / `tables/unreadable` when there are such files. Its files go to `$WANDB_DIR/wandb/`, else to
-the runs' out_root (`RUNS_DIR/..` for `out_root/runs`), next to the runs' own offline W&B runs, so one
+the runs' out_root (`RUNS_DIR/..` for `out_root/runs`; for a runs.csv outside any `runs` folder, the report's
+output folder), next to the runs' own offline W&B runs, so one
 `wandb sync <out_root>/wandb/offline-run-*` uploads both. `pai.report.wandb_report` builds the W&B Report
 (panels over the sweep's runs and this run's tables and figures) from code.
 """
@@ -59,15 +62,15 @@ def sweep_groups(runs: pd.DataFrame) -> list[str]:
     return sorted(str(g) for g in runs["wandb_group"].dropna().unique())
 
 
-def default_wandb_dir(runs_dir: str | Path) -> Path:
+def default_wandb_dir(runs_dir: str | Path, out_dir: str | Path) -> Path:
     """Where the report's W&B run goes without WANDB_DIR: the runs' out_root (the folder above the `runs`
-    folder that RUNS_DIR is or lies in), where `logger.dir` puts the runs' own W&B files; RUNS_DIR itself when
-    no `runs` folder is on its path."""
+    folder that RUNS_DIR is or lies in), where `logger.dir` puts the runs' own W&B files; else RUNS_DIR when it
+    is a folder, else (a runs.csv) the report's output folder `out_dir`."""
     path = Path(runs_dir).absolute()
     for folder in (path, *path.parents):
         if folder.name == "runs":
             return folder.parent
-    return path
+    return path if path.is_dir() else Path(out_dir).absolute()
 
 
 def _pruned(done: pd.DataFrame) -> pd.DataFrame:
@@ -101,13 +104,13 @@ def log_report(report: dict[str, Any], project: str = "pai", group: str | None =
     """Log `build_report`'s result to one W&B run (job_type `report`) and say what it holds.
 
     mode: the argument, else WANDB_MODE, else "offline". wandb_dir: the argument, else $WANDB_DIR, else
-    `default_wandb_dir(runs_dir)`. The run is finished even when logging fails.
+    `default_wandb_dir(runs_dir, out_dir)`. The run is finished even when logging fails.
     """
     import wandb  # lazy: a second or two of import time that a plain report does not need
 
     mode = mode or os.environ.get("WANDB_MODE") or "offline"
     group = group or sweep_group(report["runs"])
-    folder = wandb_dir or os.environ.get("WANDB_DIR") or default_wandb_dir(report["runs_dir"])
+    folder = wandb_dir or os.environ.get("WANDB_DIR") or default_wandb_dir(report["runs_dir"], report["out_dir"])
     Path(folder).mkdir(parents=True, exist_ok=True)
     run = wandb.init(
         project=project, entity=entity, group=group, job_type="report", mode=mode,  # type: ignore[arg-type]
@@ -125,6 +128,9 @@ def log_report(report: dict[str, Any], project: str = "pai", group: str | None =
             name = group_name(key)
             tables = {f"tables/{name}": group_summary,
                       f"tables/{name}_display": wide_table(group_summary, markdown=False).reset_index()}
+            for kind in ("comparisons", "connectivity"):  # comparisons.csv, connectivity.csv: this group's rows
+                frame = report[kind]
+                tables[f"tables/{name}_{kind}"] = frame[(frame[GROUP_KEYS] == list(key)).all(axis=1)]
             in_group = (density[GROUP_KEYS] == list(key)).all(axis=1)
             if in_group.any():
                 tables[f"tables/{name}_layer_density"] = density[in_group]

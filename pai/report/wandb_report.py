@@ -14,7 +14,8 @@
   and, per sparsity of the group, a panel grid with the per-epoch `test_acc` (mean ± std over seeds) of the
   runs at that sparsity and the dense baseline;
 - a panel grid over the report run alone (filtered by its run id) with `pai.report`'s tables (per group: the
-  printed table, layer density, collapsed layers; all runs) as table panels and its figures as a media panel.
+  printed table, the paired comparisons, nominal vs effective sparsity, layer density, collapsed layers; all
+  runs) as table panels and its figures as a media panel.
 
 Saving a report needs a W&B server and an API key. When the mode is online and a key is there, the report is
 saved and its URL printed; otherwise (WANDB_MODE=offline, no key) its specification — the report model of
