@@ -491,3 +491,18 @@ def test_a_defect_reproduction_is_labelled_under_its_table(tmp_path):
         write_run(runs, pruner="synflow_seed", sparsity=0.9, seed=seed, test_acc=0.1, config_hash=f"b{seed}")
     md = build_report(runs, tmp_path / "with")["markdown"]
     assert "> **`synflow_seed`** reproduces a defect of the reference code" in md and "it is not SynFlow" in md
+
+
+def test_only_on_sparsity_or_warmup_keeps_the_dense_baseline(tmp_path):
+    """The dense baseline records sparsity 0 and stands for every sparsity and BN-warmup column: `--only
+    sparsity=0.9` must not drop it (the table would lose its dense row and warn that it has none)."""
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        for sp in (0.9, 0.98):
+            write_run(runs, pruner="snip", sparsity=sp, seed=seed, test_acc=0.5, config_hash=f"s{sp}{seed}")
+        write_run(runs, pruner="none", sparsity=0.0, seed=seed, test_acc=0.8, config_hash=f"n{seed}")
+    report = build_report(runs, tmp_path / "out", only=["sparsity=0.9", "bn_warmup=false", "pruner=snip,none"])
+    summary = report["summary"]
+    assert set(summary["sparsity"]) == {0.9} and set(summary["criterion"]) == {"none", "snip"}
+    assert not any("no dense baseline" in n for n in report["notes"])
+    assert set(build_report(runs, tmp_path / "o2", only=["pruner=snip"])["summary"]["criterion"]) == {"snip"}

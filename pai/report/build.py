@@ -12,6 +12,8 @@ from pai.report.load import ReportError, load_runs
 from pai.report.stats import ALPHA, LEVEL
 from pai.report.tables import (
     DEFECT_REPRODUCTIONS,
+    DENSE,
+    DENSE_JOINS_EVERY,
     GROUP_KEYS,
     baseline_marks,
     comparison_markdown,
@@ -98,13 +100,18 @@ def _text(value: Any) -> str:
 
 
 def select(runs: pd.DataFrame, only: list[str] | None) -> pd.DataFrame:
-    """Keep the runs whose COLUMN is one of the values of every `COLUMN=V1,V2` in `only` (`label=`: no label)."""
+    """Keep the runs whose COLUMN is one of the values of every `COLUMN=V1,V2` in `only` (`label=`: no label).
+    The dense baseline joins every sparsity and BN-warmup column of its dataset and model (tables.per_seed), so a
+    filter on those keys keeps it."""
     for item in only or []:
         column, sep, values = item.partition("=")
         if not sep or column not in runs.columns:
             raise ReportError(f"--only {item!r}: expected COLUMN=V1,V2 with COLUMN one of {', '.join(runs.columns)}")
         allowed = {v.strip().lower() for v in values.split(",")}
-        runs = runs[[_text(v).lower() in allowed for v in runs[column]]]
+        keep = [_text(v).lower() in allowed for v in runs[column]]
+        if column in DENSE_JOINS_EVERY:
+            keep = [k or p == DENSE for k, p in zip(keep, runs["pruner"], strict=True)]
+        runs = runs[keep]
     return runs.reset_index(drop=True)
 
 

@@ -11,6 +11,8 @@ from pai.report.stats import ALPHA, holm, mean_ci, paired, scipy_stats
 from pai.results import ROW_SUFFIX
 
 DENSE = "none"
+# Keys whose every value the dense baseline's runs stand for (it is trained once per dataset, model and seed).
+DENSE_JOINS_EVERY = ("sparsity", "bn_warmup", "scope")
 # The report's row order (tables, plot legends and colours): the options of conf/pruner/ (tests/
 # test_sweep_presets.py checks that these are the same), in the paper's order by family.
 CRITERION_ORDER = (
