@@ -6,7 +6,8 @@ into scores.
 - hook_grads: per-group weight gradients from one batched pass (saved inputs and output gradients);
 - hutchinson: Hutchinson's Hessian diagonal with Rademacher probes;
 - hessian_gradient: the exact Hessian-gradient product H g (GraSP);
-- gauss_newton: the exact Gauss–Newton diagonal and its Monte-Carlo (true Fisher) estimate.
+- gauss_newton: the exact Gauss–Newton diagonal and its Monte-Carlo (true Fisher) estimate;
+- paths: the names of the scoring paths (loop / vmap / hooks / batched / fast) and the subsets each accepts.
 """
 
 from pai.pruning.estimators.gauss_newton import ggn_diagonal, mc_labels, predictive, sample_weights
