@@ -43,8 +43,10 @@ def config_hash(cfg: DictConfig, criterion: Criterion) -> str:
     for key in NOT_HASHED:
         resolved.pop(key, None)
     resolved.get("prune", {}).pop("cache", None)
-    if resolved.get("prune", {}).get("schedule", "") is None:  # the schedule that runs, as hashed before null
-        resolved["prune"]["schedule"] = criterion.default_schedule
+    if "schedule" in resolved.get("prune", {}):  # the schedule that runs, as hashed before null
+        from pai.pruning.options import schedule_for
+
+        resolved["prune"]["schedule"] = schedule_for(resolved["prune"]["schedule"], criterion.default_schedule)
     if resolved.get("prune", {}).get("ablation") == "none":  # runs from before prune.ablation keep their hash
         resolved["prune"].pop("ablation")
     for key in NOT_HASHED_TRAIN:
