@@ -12,8 +12,11 @@ into scores.
 
 from pai.pruning.estimators.gauss_newton import ggn_diagonal, mc_labels, predictive, sample_weights
 from pai.pruning.estimators.hessian_gradient import hessian_gradient_product
+from pai.pruning.estimators.hook_grads import hooks_supported
 from pai.pruning.estimators.hutchinson import RademacherProbes, hutchinson
+from pai.pruning.estimators.hutchinson import fast_path as hutchinson_fast_path
 from pai.pruning.estimators.objective import Grads, Objective, grads_of, group_chunks, num_groups, scoring_mode
+from pai.pruning.estimators.per_sample import fast_path as moments_fast_path
 from pai.pruning.estimators.per_sample import gradient_moments
 
 __all__ = [
@@ -25,8 +28,11 @@ __all__ = [
     "grads_of",
     "group_chunks",
     "hessian_gradient_product",
+    "hooks_supported",
     "hutchinson",
+    "hutchinson_fast_path",
     "mc_labels",
+    "moments_fast_path",
     "num_groups",
     "predictive",
     "sample_weights",
