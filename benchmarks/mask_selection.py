@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from pai.pruning.mask_calculator import top_k
+from pai.pruning import top_k
 
 
 def full_sort(flat: torch.Tensor, k: int) -> torch.Tensor:

@@ -51,7 +51,7 @@ def load_pai(root: Path | None) -> SimpleNamespace:
             loop=importlib.import_module("pai.train.loop"),
             recipe=importlib.import_module("pai.train.recipe"),
             synthetic=importlib.import_module("pai.data.synthetic"),
-            masks=importlib.import_module("pai.pruning.masks"),
+            masks=importlib.import_module("pai.pruning"),  # make_masks, prunable_weights, MaskEnforcer
             models=importlib.import_module("pai.models.he_resnet"),
             where=str(root or ROOT),
         )

@@ -43,10 +43,13 @@ from pai.models.cifar_resnet import resnet18, resnet50  # noqa: E402
 from pai.models.he_resnet import resnet20  # noqa: E402
 from pai.pruning import make_masks, prunable_weights  # noqa: E402
 from pai.pruning.criteria.base import Criterion, hessian_parameters  # noqa: E402
-from pai.pruning.estimators import Objective, hutchinson  # noqa: E402
-from pai.pruning.estimators.hook_grads import hooks_supported  # noqa: E402
-from pai.pruning.estimators.hutchinson import fast_path as hutchinson_path  # noqa: E402
-from pai.pruning.estimators.per_sample import fast_path as per_sample_path  # noqa: E402
+from pai.pruning.estimators import (  # noqa: E402
+    Objective,
+    hooks_supported,
+    hutchinson,
+    hutchinson_fast_path,
+    moments_fast_path,
+)
 
 try:
     LIBC = ctypes.CDLL("libc.so.6")
@@ -135,12 +138,12 @@ def resolved_path(code: str, crit: Criterion, model: torch.nn.Module) -> str:
     """The path the criterion's `fast` takes on this model (before any fallback of the hooks to vmap)."""
     names = list(crit.weights(model))
     if code in PER_SAMPLE:
-        return per_sample_path(model, names, squares=code not in FIRST_ORDER)
+        return moments_fast_path(model, names, squares=code not in FIRST_ORDER)
     if code in GAUSS_NEWTON:
         return "hooks" if hooks_supported(model, names) else "vmap"
     if code in HUTCH:
         differentiated = hessian_parameters(model, crit.hessian_params)
-        return hutchinson_path(Objective(model, differentiated).weights)
+        return hutchinson_fast_path(Objective(model, differentiated).weights)
     return "-"
 
 

@@ -43,12 +43,18 @@ from torch.func import functional_call
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from pai.data import build_dataset  # noqa: E402
-from pai.pruning import apply_masks, collapsed_layers, layer_density, prunable_weights  # noqa: E402
+from pai.pruning import (  # noqa: E402
+    apply_masks,
+    collapsed_layers,
+    kept_count,
+    layer_density,
+    prunable_weights,
+    prune_masks,
+    select_masks,
+)
 from pai.pruning.criteria.base import Criterion, hessian_parameters  # noqa: E402
 from pai.pruning.criteria.synflow import SeedSynFlow, SynFlow  # noqa: E402
 from pai.pruning.estimators import hessian_gradient_product, hutchinson  # noqa: E402
-from pai.pruning.mask_calculator import kept_count, select_masks  # noqa: E402
-from pai.pruning.pipeline import prune_masks  # noqa: E402
 from pai.run import build_model  # noqa: E402
 from pai.seeding import seed_everything  # noqa: E402
 

@@ -74,8 +74,9 @@ def reference_loader(data: TensorImageData, batch_size: int, workers: int, devic
 
     tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
                     T.Normalize(data.mean, data.std)])
-    x = data._cpu["train_x"].permute(0, 2, 3, 1).contiguous().numpy()  # (N, H, W, C) uint8, as CIFAR10.data
-    y = data._cpu["train_y"].numpy()
+    images, labels = data.split("train")
+    x = images.permute(0, 2, 3, 1).contiguous().numpy()  # (N, H, W, C) uint8, as CIFAR10.data
+    y = labels.numpy()
     return DataLoader(HWCImages(x, y, tf), batch_size=batch_size, shuffle=True, num_workers=workers,
                       pin_memory=device.type == "cuda", drop_last=False)
 
@@ -224,7 +225,7 @@ def main() -> None:
     data = build_synthetic(num_train=args.num_train, num_test=10, image_size=32, in_channels=3, num_classes=10,
                            crop_padding=4, flip=True)
     if device.type == "cuda":
-        data._tensors(device)  # the one-off upload, outside the timings (as in a run: once per process)
+        data.preload(device)  # the one-off upload, outside the timings (as in a run: once per process)
 
     pipelines: dict[str, Callable[[], Iterator[Batch]]] = {
         f"torchvision DataLoader + PIL, num_workers={w}":

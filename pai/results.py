@@ -10,6 +10,7 @@ import fcntl
 import functools
 import hashlib
 import json
+import math
 import os
 import socket
 import types
@@ -43,8 +44,10 @@ def config_hash(cfg: DictConfig, criterion: Criterion) -> str:
     for key in NOT_HASHED:
         resolved.pop(key, None)
     resolved.get("prune", {}).pop("cache", None)
-    if resolved.get("prune", {}).get("schedule", "") is None:  # the schedule that runs, as hashed before null
-        resolved["prune"]["schedule"] = criterion.default_schedule
+    if "schedule" in resolved.get("prune", {}):  # the schedule that runs, as hashed before null
+        from pai.pruning.options import schedule_for
+
+        resolved["prune"]["schedule"] = schedule_for(resolved["prune"]["schedule"], criterion.default_schedule)
     if resolved.get("prune", {}).get("ablation") == "none":  # runs from before prune.ablation keep their hash
         resolved["prune"].pop("ablation")
     for key in NOT_HASHED_TRAIN:
@@ -145,6 +148,9 @@ def run_paths(cfg: DictConfig, criterion: Criterion) -> RunPaths:
 RESULTS_STATUSES = ("running", "done", "failed", "interrupted")  # what results.json may say
 STATUSES = (*RESULTS_STATUSES, "busy")  # + what `pai.run.run` returns for a run another job is running
 REQUIRED_DONE = ("dataset", "model", "pruner", "seed", "sparsity", "test_acc")  # a finished run carries these
+# The float key a finished run may hold NaN/inf in (every other is refused): a run whose training diverged is
+# finished, and its NaN loss says so.
+NONFINITE_DONE = ("test_loss",)
 SCHEMA_VERSION = 1  # bump when a key changes meaning or type; a file without the key predates it (version 0)
 # A finished run is reused only from this schema on. Version-0 files were trained before pai.seeding's table of
 # streams (stream first, then seed) changed the training order and crops of every config: the same config hash
@@ -330,6 +336,13 @@ class RunResult:
             # A percentage or NaN here would silently skew every mean it enters.
             if self.test_acc is None or not 0.0 <= self.test_acc <= 1.0:
                 raise ResultsError(f"test_acc: {self.test_acc!r} is not in [0, 1]")
+            if self.sparsity is None or not 0.0 <= self.sparsity < 1.0:
+                raise ResultsError(f"sparsity: {self.sparsity!r} is not in [0, 1)")
+            for name, hint in hints.items():
+                value = getattr(self, name)
+                if (float in typing.get_args(hint) and name not in NONFINITE_DONE and value is not None
+                        and not math.isfinite(value)):
+                    raise ResultsError(f"{name}: {value!r} is not finite")
 
     @classmethod
     def keys_markdown(cls) -> str:

@@ -8,8 +8,8 @@ cores ran 18 spinning threads. The rule, in order:
 3. the CPUs this job was given, shared with the jobs that run beside it:
    SLURM's `SLURM_CPUS_PER_TASK` (already per task), else the process's CPU affinity (`os.sched_getaffinity`:
    what cgroups/taskset/SLURM binding allow) divided by the number of jobs that the local launcher started at
-   once (`PAI_LOCAL_JOBS`, set by pai.launcher.LocalLauncher) times the ranks of a torchrun on this node
-   (`LOCAL_WORLD_SIZE`); at least 1.
+   once (`PAI_LOCAL_JOBS`, set by hydra_plugins.pai_submitit.launchers.LocalLauncher) times the ranks of a
+   torchrun on this node (`LOCAL_WORLD_SIZE`); at least 1.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import torch
 from hydra.utils import instantiate
 from test_criteria_common import (
     ALL_SCORING,
+    FAMILY,
     GAUSS_NEWTON,
     HUTCHINSON,
     PER_SAMPLE,
@@ -27,14 +28,15 @@ from torch import nn
 from pai.errors import PaiConfigError
 from pai.pruning.criteria.base import Criterion
 from pai.pruning.criteria.hutchinson import HutchDiag
+from pai.pruning.estimators.paths import MEAN_GRADIENT_PATHS, SQUARED_GRADIENT_PATHS
 from pai.pruning.estimators.per_sample import gradient_moments
 from pai.pruning.mask_calculator import kept_count
 from pai.pruning.masks import prunable_weights
 from pai.pruning.pipeline import prune_masks
 
-FAST_PATHS = {"grad_norm": ["fast", "batched", "hooks", "vmap"], "snip": ["fast", "batched", "hooks", "vmap"],
-              "fisher_diag": ["fast", "hooks", "vmap"], "fisher_pruner": ["fast", "hooks", "vmap"],
-              "fts": ["fast", "hooks", "vmap"]}
+# every path of each per-sample family but the loop it is compared against
+FAST_PATHS = {code: [p for p in (MEAN_GRADIENT_PATHS if FAMILY[code] == "first_order" else SQUARED_GRADIENT_PATHS)
+                     if p != "loop"] for code in PER_SAMPLE}
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 5])

@@ -198,3 +198,14 @@ def test_cuda_batches_equal_cpu_batches() -> None:
     assert torch.allclose(sa[0], sb[0].cpu(), atol=1e-6, rtol=0) and torch.equal(sa[1], sb[1].cpu())
     ta, tb = next(d.test_batches(50, CPU)), next(d.test_batches(50, cuda))
     assert torch.allclose(ta[0], tb[0].cpu(), atol=1e-6, rtol=0)
+
+
+def test_split_gives_the_cpu_tensors_and_preload_the_device_copy():
+    d = indexed_set(50)
+    (x, y), (tx, ty) = d.split("train"), d.split("test")
+    assert x.dtype == torch.uint8 and x.shape == (50, 1, 4, 4) and y.dtype == torch.int64 and y.shape == (50,)
+    assert tx.shape[0] == ty.shape[0] == 10 and x.device.type == "cpu"
+    with pytest.raises(ValueError, match="train or test"):
+        d.split("val")
+    d.preload("cpu")
+    assert d._tensors("cpu")["train_x"] is x  # on the CPU the tensors are shared, not copied

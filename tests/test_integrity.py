@@ -5,6 +5,7 @@ and never crashes on every rerun."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -174,15 +175,17 @@ def test_a_corrupt_cache_entry_is_set_aside_and_rescored(tmp_path, caplog, damag
 
 # --- results.json -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("content", ['"x"', '{"status": "done"}', "done-null-acc"])
+@pytest.mark.parametrize("content", ['"x"', '{"status": "done"}', {"test_acc": None}, {"sparsity": 1.5},
+                                     {"effective_sparsity": math.nan}], ids=str)
 def test_a_bad_results_json_is_set_aside_and_the_run_reruns(tmp_path, caplog, content):
     """`"x"` and `{"status": "done"}` used to crash every rerun (AttributeError / KeyError); `done` with
-    `test_acc: null` was skipped as finished."""
+    `test_acc: null`, a sparsity outside [0, 1) or a NaN float was skipped as finished. A dict: these keys
+    changed in the run's own done record."""
     cfg = make_cfg(tmp_path, "train.epochs=1")
     first = run(cfg)
     path = Path(first["run_dir"], "results.json")
-    if content == "done-null-acc":
-        content = json.dumps({**json.loads(path.read_text()), "test_acc": None})
+    if isinstance(content, dict):
+        content = json.dumps({**json.loads(path.read_text()), **content})
     path.write_text(content)
     caplog.set_level("INFO")
     again = run(cfg)

@@ -12,6 +12,7 @@ from pai.pruning import (
     make_masks,
     prunable_weights,
 )
+from pai.pruning.mask_calculator import select_masks
 from pai.pruning.sparsity_schedules import schedule_sparsities
 
 
@@ -83,9 +84,13 @@ def test_bad_sparsity_names_the_key(bad):
         make_masks({"a": torch.ones(3)}, bad)
 
 
-def test_nan_scores_refused():
-    with pytest.raises(ValueError, match="NaN"):
-        make_masks({"a": torch.tensor([1.0, float("nan")])}, 0.5)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_scores_refused(bad):
+    scores = {"a": torch.ones(2), "b": torch.tensor([1.0, bad])}
+    with pytest.raises(PaiConfigError, match=r"^NaN/inf scores in 1 layer\(s\) \(first: b\)"):
+        make_masks(scores, 0.5)
+    with pytest.raises(PaiConfigError, match=r"^pruner=snip produced NaN/inf scores in 1 layer\(s\)"):
+        select_masks(scores, ["a", "b"], 0.5, criterion="snip")
 
 
 @pytest.mark.parametrize(

@@ -37,11 +37,21 @@ def test_documented_keys_are_fields():
      ({**DONE, "test_acc": None}, "test_acc"), ({**DONE, "test_acc": 71.2}, "not in [0, 1]"),
      ({**DONE, "test_acc": math.nan}, "not in [0, 1]"), ({**DONE, "seed": "abc"}, "seed: 'abc' is not int"),
      ({**DONE, "seed": True}, "seed"), ({**DONE, "layer_density": {"a": "x"}}, "layer_density"),
-     ({**DONE, "history": "none"}, "history"), ({**DONE, "status": "finished"}, "status: 'finished'")],
+     ({**DONE, "history": "none"}, "history"), ({**DONE, "status": "finished"}, "status: 'finished'"),
+     ({**DONE, "sparsity": 1.5}, "sparsity: 1.5 is not in"), ({**DONE, "sparsity": 1.0}, "sparsity: 1.0 is not in"),
+     ({**DONE, "sparsity": -0.1}, "sparsity: -0.1 is not in"), ({**DONE, "sparsity": math.nan}, "sparsity: nan"),
+     ({**DONE, "effective_sparsity": math.nan}, "effective_sparsity: nan is not finite"),
+     ({**DONE, "score_seconds": math.inf}, "score_seconds: inf is not finite")],
 )
 def test_invalid_records_are_refused_with_the_reason(data, reason):
     with pytest.raises(ResultsError, match=reason.replace("[", r"\[").replace("]", r"\]")):
         RunResult.from_dict(data)
+
+
+def test_only_finished_runs_need_finite_values_and_a_diverged_loss_is_kept():
+    assert math.isnan(RunResult.from_dict({**DONE, "test_loss": math.nan}).test_loss)  # training diverged
+    RunResult.from_dict({**DONE, "status": "failed", "sparsity": 1.5, "effective_sparsity": math.nan})
+    assert RunResult.from_dict({**DONE, "sparsity": 0, "effective_sparsity": 1.0}).sparsity == 0  # dense
 
 
 def test_every_required_key_of_a_finished_run_is_checked():
@@ -70,7 +80,8 @@ def test_a_record_that_does_not_fit_is_never_written(tmp_path):
 
 
 @pytest.mark.parametrize("content", ['"x"', '{"status": "done"}', '{"status": "done", "test_acc": null}',
-                                     '{"status": "do', ""])
+                                     '{"status": "do', "", json.dumps({**DONE, "sparsity": 1.5}),
+                                     json.dumps({**DONE, "effective_sparsity": math.nan})])
 def test_reading_a_bad_results_json_sets_it_aside(tmp_path, content, caplog):
     path = tmp_path / "results.json"
     path.write_text(content)

@@ -107,6 +107,17 @@ class TensorImageData:
             self._on_device[key] = t
         return self._on_device[key]
 
+    def preload(self, device: torch.device | str) -> None:
+        """Copy the set to `device` now, once (batches then use that copy): keeps the one-off upload out of a
+        timing."""
+        self._tensors(device)
+
+    def split(self, name: str = "train") -> tuple[Tensor, Tensor]:
+        """The `train` or `test` images (uint8 (N, C, H, W)) and labels (int64), on the CPU, not copied."""
+        if name not in ("train", "test"):
+            raise ValueError(f"split={name!r} must be train or test")
+        return self._cpu[f"{name}_x"], self._cpu[f"{name}_y"]
+
     def release(self, device: torch.device | str | None = None) -> None:
         """Drop cached device copies (all of them when `device` is None)."""
         if device is None:

@@ -8,7 +8,7 @@
   statistics), cache, warmup.
 """
 
-from pai.pruning.mask_calculator import make_masks
+from pai.pruning.mask_calculator import kept_count, make_masks, select_masks, top_k
 from pai.pruning.masks import (
     MaskEnforcer,
     achieved_sparsity,
@@ -17,13 +17,18 @@ from pai.pruning.masks import (
     layer_density,
     prunable_weights,
 )
+from pai.pruning.pipeline import prune_masks
 
 __all__ = [
     "MaskEnforcer",
     "achieved_sparsity",
     "apply_masks",
     "collapsed_layers",
+    "kept_count",
     "layer_density",
     "make_masks",
     "prunable_weights",
+    "prune_masks",
+    "select_masks",
+    "top_k",
 ]

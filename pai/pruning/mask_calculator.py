@@ -53,28 +53,26 @@ def top_k(flat: Tensor, k: int) -> Tensor:
     return keep
 
 
-def check_finite(scores: Mapping[str, Tensor], criterion: str) -> None:
-    """Refuse scores with NaN/inf where a criterion returns them, before anything is cached or masked: one
-    message naming the criterion."""
-    bad = [name for name, s in scores.items() if not torch.isfinite(s).all()]
+def check_scores(scores: Mapping[str, Tensor], criterion: str | None = None) -> None:
+    """Refuse NaN or +inf scores (-inf is allowed: an earlier round's removals), in one line naming the
+    criterion when it is known."""
+    bad = [name for name, s in scores.items() if torch.isnan(s).any() or torch.isposinf(s).any()]
     if bad:
-        raise PaiConfigError(
-            f"pruner={criterion} produced NaN/inf scores in {len(bad)} layer(s) (first: {bad[0]}); no mask built"
-        )
+        source = f"pruner={criterion} produced " if criterion else ""
+        raise PaiConfigError(f"{source}NaN/inf scores in {len(bad)} layer(s) (first: {bad[0]}); no mask built")
 
 
-def make_masks(scores: Mapping[str, Tensor], sparsity: float, scope: str = "global") -> Masks:
-    """Keep the highest scores: exactly round((1 - sparsity) * n) of them, globally or in every layer."""
+def make_masks(scores: Mapping[str, Tensor], sparsity: float, scope: str = "global",
+               criterion: str | None = None) -> Masks:
+    """Keep the highest scores: exactly round((1 - sparsity) * n) of them, globally or in every layer. Every
+    mask goes through here, so this is where NaN/+inf scores (of `criterion`, when given) are refused."""
     check_sparsity(sparsity)
     if scope not in SCOPES:
         raise PaiConfigError(f"prune.scope={scope!r} must be one of {SCOPES}")
     if not scores:
         raise ValueError("no scores to build masks from")
     check_keeps_weights({name: s.numel() for name, s in scores.items()}, sparsity, scope)
-    for name, s in scores.items():
-        # The public entry point for outside scores: -inf is allowed (an earlier round's removals), NaN is not.
-        if torch.isnan(s).any() or torch.isposinf(s).any():
-            raise ValueError(f"scores of {name} contain NaN or +inf; no mask built")
+    check_scores(scores, criterion)
     if scope == "layer":
         return {name: top_k(s.flatten(), kept_count(s.numel(), sparsity)).view_as(s) for name, s in scores.items()}
     flat = torch.cat([s.detach().flatten().to(torch.float64) for s in scores.values()])
@@ -87,7 +85,7 @@ def make_masks(scores: Mapping[str, Tensor], sparsity: float, scope: str = "glob
 
 
 def select_masks(all_scores: Mapping[str, Tensor], names: list[str], sparsity: float, scope: str = "global",
-                 invert: bool = False, previous: Masks | None = None) -> Masks:
+                 invert: bool = False, previous: Masks | None = None, criterion: str | None = None) -> Masks:
     """Masks for `names` from a criterion's raw scores (every scored weight; higher = keep): optional
     inversion, weights pruned in an earlier round kept pruned (-inf), exact top-k."""
     scores = {n: all_scores[n] for n in names}
@@ -95,4 +93,4 @@ def select_masks(all_scores: Mapping[str, Tensor], names: list[str], sparsity: f
         scores = {n: -s for n, s in scores.items()}
     if previous is not None:
         scores = {n: s.masked_fill(~previous[n].to(s.device), float("-inf")) for n, s in scores.items()}
-    return {n: m.to(torch.bool) for n, m in make_masks(scores, sparsity, scope).items()}
+    return {n: m.to(torch.bool) for n, m in make_masks(scores, sparsity, scope, criterion).items()}

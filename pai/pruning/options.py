@@ -65,9 +65,13 @@ class PruneOptions:
         return self.rounds if self.rounds is not None else default_rounds
 
     def schedule_for(self, default_schedule: str) -> str:
-        """Sparsity schedule: `schedule` when set, else the criterion's default (exponential; synflow_seed:
-        seed_inverted)."""
-        return self.schedule if self.schedule is not None else default_schedule
+        return schedule_for(self.schedule, default_schedule)
+
+
+def schedule_for(schedule: str | None, default_schedule: str) -> str:
+    """The sparsity schedule that runs: `prune.schedule` when set, else the criterion's default (exponential;
+    synflow_seed: seed_inverted). The config hash names this schedule too (pai.results.config_hash)."""
+    return schedule if schedule is not None else default_schedule
 
 
 def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:

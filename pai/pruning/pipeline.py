@@ -21,14 +21,12 @@ from pai.progress import progress
 from pai.pruning.ablations import overlap, reinitialize, shuffle_within_layers
 from pai.pruning.cache import ScoreCache, cache_identity
 from pai.pruning.criteria.base import Criterion, Scores
-from pai.pruning.mask_calculator import Masks, check_finite, select_masks
+from pai.pruning.mask_calculator import Masks, select_masks
 from pai.pruning.masks import apply_masks, zero_layers
 from pai.pruning.options import PruneOptions
 from pai.pruning.sparsity_schedules import schedule_sparsities
 from pai.pruning.warmup import bn_warmup
 from pai.run_files import check_sparsity_of, load_masks
-
-log = logging.getLogger(__name__)
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +95,8 @@ def _criterion_masks(cfg: DictConfig, options: PruneOptions, criterion: Criterio
             if options.bn_warmup:
                 _load_buffers(model, entry["buffers"])
             scores = {n: s.to(device) for n, s in entry["scores"].items()}
-            return select_masks(scores, names, sparsity, options.scope, options.invert), info
+            return select_masks(scores, names, sparsity, options.scope, options.invert,
+                                criterion=criterion.name), info
         if options.bn_warmup:
             info["warmup_seconds"] = _warmup(model, data, device, cfg.seed, warmup_batch_size, options.augment)
         inputs, targets = data.scoring_samples(options.samples_per_class, cfg.seed, device, options.augment)
@@ -111,9 +110,10 @@ def _criterion_masks(cfg: DictConfig, options: PruneOptions, criterion: Criterio
                                 options.schedule_for(criterion.default_schedule), options.invert)
         else:
             scores = checked_scores(criterion, model, inputs, targets, names)
+            # masks first: NaN/inf scores are refused there, before anything is cached
+            masks = select_masks(scores, names, sparsity, options.scope, options.invert, criterion=criterion.name)
             if cache:
                 cache.save(identity, scores, dict(model.named_buffers()) if options.bn_warmup else None)
-            masks = select_masks(scores, names, sparsity, options.scope, options.invert)
     info["score_seconds"] = time.perf_counter() - t0
     return masks, info
 
@@ -130,12 +130,12 @@ def _warmup(model: nn.Module, data: ImageData, device: torch.device, seed: int, 
 def checked_scores(criterion: Criterion, model: nn.Module, inputs: Tensor, targets: Tensor,
                    names: list[str]) -> Scores:
     """The criterion's raw scores (every weight it scores: the cache serves runs that prune the classifier and
-    runs that do not), refused (one line naming the criterion) if one of `names` is missing, NaN or inf."""
+    runs that do not), refused (one line naming the criterion) if one of `names` is missing; NaN/inf scores are
+    refused by `select_masks`."""
     scores = criterion.score(model, inputs, targets)
     missing = [n for n in names if n not in scores]
     if missing:
         raise PaiConfigError(f"pruner={criterion.name} gives no score for {missing[0]}")
-    check_finite({n: scores[n] for n in names}, criterion.name)
     return scores
 
 
@@ -152,7 +152,7 @@ def prune_masks(criterion: Criterion, model: nn.Module, inputs: Tensor, targets:
     steps = schedule_sparsities(sparsity, rounds, schedule)
     for step_sparsity in progress(steps, f"{criterion.name} rounds", total=len(steps), unit="round"):
         masks = select_masks(checked_scores(criterion, work, inputs, targets, names), names, step_sparsity, scope,
-                             invert, masks)
+                             invert, masks, criterion.name)
         if rounds > 1:
             apply_masks(work, masks)
     assert masks is not None

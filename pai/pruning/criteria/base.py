@@ -6,6 +6,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from pai.errors import PaiConfigError
+from pai.pruning.estimators.paths import REFERENCE_PATHS
 from pai.pruning.masks import prunable_weights
 
 Scores = dict[str, Tensor]
@@ -77,7 +78,7 @@ class SampleCriterion(Criterion):
     rounding, see pai.pruning.estimators.per_sample) and `chunk_size` (groups per vectorised call; bounds memory).
     """
 
-    paths: tuple[str, ...] = ("fast", "loop")
+    paths: tuple[str, ...] = REFERENCE_PATHS
 
     def __init__(self, temperature: float = 1.0, score_batch_size: int = 1, path: str = "fast",
                  chunk_size: int = 32):

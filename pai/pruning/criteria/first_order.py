@@ -13,10 +13,11 @@ from torch import Tensor, nn
 
 from pai.pruning.criteria.base import SampleCriterion, Scores
 from pai.pruning.estimators import gradient_moments
+from pai.pruning.estimators.paths import MEAN_GRADIENT_PATHS
 
 
 class _MeanGradient(SampleCriterion):
-    paths = ("fast", "batched", "hooks", "vmap", "loop")
+    paths = MEAN_GRADIENT_PATHS
 
     def _mean_gradient(self, model: nn.Module, inputs: Tensor, targets: Tensor) -> tuple[Scores, Scores]:
         weights = self.weights(model)

@@ -15,10 +15,11 @@ from torch import Tensor, nn
 
 from pai.pruning.criteria.base import Scores, SecondOrderCriterion
 from pai.pruning.estimators import gradient_moments
+from pai.pruning.estimators.paths import SQUARED_GRADIENT_PATHS
 
 
 class _Fisher(SecondOrderCriterion):
-    paths = ("fast", "hooks", "vmap", "loop")
+    paths = SQUARED_GRADIENT_PATHS
 
     def moments(self, model: nn.Module, inputs: Tensor, targets: Tensor,
                 gradient: bool) -> tuple[Scores | None, Scores]:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from pai.pruning.criteria.base import Scores, SecondOrderCriterion
 from pai.pruning.estimators import ggn_diagonal, gradient_moments
+from pai.pruning.estimators.paths import SQUARED_GRADIENT_PATHS
 from pai.seeding import check_seed
 
 
@@ -36,7 +37,7 @@ class _GaussNewton(SecondOrderCriterion):
     GGNs, so this only weighs a short last batch), `path` (fast | hooks | vmap | loop) and `chunk_size`
     (samples per vectorised call; vmap memory ~ chunk_size × classes × weights)."""
 
-    paths = ("fast", "hooks", "vmap", "loop")
+    paths = SQUARED_GRADIENT_PATHS
     num_samples: int | None = None  # labels drawn per sample (fisher_mc); None = the exact sum over classes
     seed: int = 0
 

@@ -24,11 +24,12 @@ from torch import Tensor, nn
 
 from pai.pruning.criteria.base import Scores, SecondOrderCriterion, check_hessian_params, hessian_parameters
 from pai.pruning.estimators import hutchinson
+from pai.pruning.estimators.paths import HUTCHINSON_PATHS
 from pai.seeding import check_seed
 
 
 class _Hutchinson(SecondOrderCriterion):
-    paths = ("fast", "vmap", "loop")
+    paths = HUTCHINSON_PATHS
 
     def __init__(self, temperature: float = 200.0, score_batch_size: int = 1, path: str = "fast",
                  chunk_size: int = 2, num_probes: int = 10, seed: int = 0, hessian_params: str = "all"):

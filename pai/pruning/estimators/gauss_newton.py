@@ -45,9 +45,8 @@ from pai.pruning.estimators.hook_grads import (
     with_vmap_fallback,
 )
 from pai.pruning.estimators.objective import Grads, Objective, grads_of, group_chunks, num_groups, scoring_mode
+from pai.pruning.estimators.paths import SQUARED_GRADIENT_PATHS
 from pai.seeding import Stream, make_generator
-
-PATHS = ("fast", "hooks", "vmap", "loop")
 
 
 def ggn_diagonal(model: nn.Module, names: list[str], inputs: Tensor, targets: Tensor, *, temperature: float,
@@ -56,8 +55,8 @@ def ggn_diagonal(model: nn.Module, names: list[str], inputs: Tensor, targets: Te
     """The GGN diagonal of the mean over groups of each group's mean loss of logits / T; with `num_samples`,
     its true-Fisher estimate from that many labels per sample drawn from softmax(logits / T) (seeded by
     `seed`). `targets` are not used: the GGN does not depend on the labels."""
-    if path not in PATHS:
-        raise ValueError(f"path={path!r} must be one of {PATHS}")
+    if path not in SQUARED_GRADIENT_PATHS:
+        raise ValueError(f"path={path!r} must be one of {SQUARED_GRADIENT_PATHS}")
     del targets
     with scoring_mode(model):
         obj = Objective(model, names, temperature)

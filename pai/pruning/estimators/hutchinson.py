@@ -20,6 +20,7 @@ from torch.func import grad, vjp, vmap
 
 from pai.progress import over_chunks
 from pai.pruning.estimators.objective import Grads, Objective, grads_of, group_chunks, num_groups, scoring_mode
+from pai.pruning.estimators.paths import HUTCHINSON_PATHS
 from pai.seeding import Stream, make_generator
 
 # On a CPU fast takes vmap up to this many differentiated parameters, the loop above (between ResNet-20 at
@@ -66,6 +67,8 @@ def hutchinson(model: nn.Module, names: list[str], inputs: Tensor, targets: Tens
     Both draw the same probes for the same group, so they give the same estimate up to rounding; fast is
     `fast_path`'s choice of the two.
     """
+    if path not in HUTCHINSON_PATHS:
+        raise ValueError(f"path={path!r} must be one of {HUTCHINSON_PATHS}")
     with scoring_mode(model):
         obj = Objective(model, names, temperature)
         if path == "fast":

@@ -32,8 +32,7 @@ from pai.pruning.estimators.hook_grads import (
     with_vmap_fallback,
 )
 from pai.pruning.estimators.objective import Grads, Objective, grads_of, group_chunks, num_groups, scoring_mode
-
-PATHS = ("fast", "hooks", "vmap", "loop", "batched")
+from pai.pruning.estimators.paths import MEAN_GRADIENT_PATHS
 
 
 def gradient_moments(model: nn.Module, names: list[str], inputs: Tensor, targets: Tensor, *,
@@ -41,8 +40,8 @@ def gradient_moments(model: nn.Module, names: list[str], inputs: Tensor, targets
                      squares: bool = True, mean: bool = True) -> tuple[Grads | None, Grads | None]:
     """(g, F): mean over groups of the group gradient (None unless `mean`) and, when `squares`, of its
     elementwise square (else None). Leaving out g saves the hooks path a pass over the per-sample gradients."""
-    if path not in PATHS:
-        raise ValueError(f"path={path!r} must be one of {PATHS}")
+    if path not in MEAN_GRADIENT_PATHS:
+        raise ValueError(f"path={path!r} must be one of {MEAN_GRADIENT_PATHS}")
     if not (squares or mean):
         raise ValueError("gradient_moments needs squares or mean")
     requested = path
